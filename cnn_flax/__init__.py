@@ -1,0 +1,1 @@
+"""cnn_flax: the classic image-classification CNNs in JAX/Flax Linen, with a sharded training loop."""

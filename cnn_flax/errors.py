@@ -1,0 +1,5 @@
+"""Errors that are the user's to fix: entry points print them as one line and exit with code 2."""
+
+
+class UserError(Exception):
+  """A problem with the user's input (config, data, workdir). The message names the value and the fix."""
