@@ -3,3 +3,7 @@
 
 class UserError(Exception):
   """A problem with the user's input (config, data, workdir). The message names the value and the fix."""
+
+
+class TrainingDiverged(Exception):
+  """The loss (or the parameters) became non-finite; the message names the step and the last good checkpoint."""

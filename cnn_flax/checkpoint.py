@@ -1,0 +1,85 @@
+"""Orbax checkpoints of a run: training state, data-iterator state and config, saved together per step.
+
+Retention: the latest `keep` checkpoints are kept, plus the one with the highest `eval/accuracy`. Only
+checkpoints saved right after an evaluation carry metrics; a checkpoint without an eval is never a
+candidate for "best" and is kept only while it is among the latest `keep`. The trainer always evaluates
+the final step, so the final checkpoint always competes for best.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+BEST_METRIC = "eval/accuracy"
+
+
+def _score(metrics: dict) -> float:
+  # A checkpoint saved without an eval carries {} and ranks below every evaluated one.
+  return metrics.get(BEST_METRIC, float("-inf"))
+
+
+def _composite(**items):
+  return ocp.args.Composite(**{k: v for k, v in items.items() if v is not None})
+
+
+class Checkpoints:
+  """A thin layer over `ocp.CheckpointManager` with cnn_flax's items and retention rules."""
+
+  def __init__(self, directory: str, keep: int = 3, read_only: bool = False):
+    self.directory = os.path.abspath(directory)
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(n=keep),
+        ocp.checkpoint_managers.BestN(get_metric_fn=_score, reverse=False, n=1,
+                                      keep_checkpoints_without_metrics=False),
+    ])
+    # best_fn only makes Orbax write each step's metrics to disk (so "best" survives a restart);
+    # retention itself is decided by the preservation policy.
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_score,
+                                           create=not read_only,
+                                           read_only=read_only, enable_async_checkpointing=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data", "config"))
+
+  def steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step with the highest eval accuracy among checkpoints that have one."""
+    scored = []
+    for step in self.steps():
+      metrics = self.manager.metrics(step)
+      if metrics and BEST_METRIC in metrics:
+        scored.append((metrics[BEST_METRIC], step))
+    return max(scored)[1] if scored else None
+
+  def save(self, step: int, state: Any, data_iterator: Any = None, config: dict | None = None,
+           metrics: dict[str, float] | None = None) -> None:
+    """Starts an asynchronous save; training continues while it is written."""
+    args = _composite(state=ocp.args.StandardSave(state),
+                      data=grain.checkpoint.CheckpointSave(data_iterator) if data_iterator is not None else None,
+                      config=ocp.args.JsonSave(config) if config is not None else None)
+    self.manager.save(step, args=args, metrics=metrics or {}, force=True)
+
+  def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
+    """Restores the state onto the shardings of `abstract_state`; rewinds `data_iterator` in place."""
+    args = _composite(state=ocp.args.StandardRestore(abstract_state),
+                      data=grain.checkpoint.CheckpointRestore(data_iterator) if data_iterator is not None else None)
+    return self.manager.restore(step, args=args).state
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying the target shardings, so Orbax restores straight onto the mesh."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

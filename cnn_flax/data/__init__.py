@@ -1,0 +1,1 @@
+"""Datasets (registry of sources) and the Grain input pipeline."""

@@ -1,0 +1,65 @@
+"""What a config builds, shared by training and evaluation: dataset, model, optimizer, state layout."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from cnn_flax import models, optim, steps
+from cnn_flax.data import datasets
+from cnn_flax.errors import UserError
+
+
+def resolve_dtype(name: str):
+  """Compute dtype: "auto" is bfloat16 on GPU/TPU and float32 on CPU, where bf16 convolutions are slow."""
+  if name == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  dataset: datasets.Dataset
+  dtype: Any
+  steps_per_epoch: int
+  total_steps: int
+  schedule: optax.Schedule
+  step_config: steps.StepConfig
+  init_state: Callable[[jax.Array], steps.TrainState]  # rng -> fresh state
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return self.dataset.image_shape
+
+  def abstract_state(self) -> steps.TrainState:
+    return jax.eval_shape(self.init_state, jax.random.key(0))
+
+
+def build(config: ml_collections.ConfigDict) -> Experiment:
+  """Loads the dataset and builds model, schedule and optimizer for `config` (already validated)."""
+  image_size = config.dataset.image_size or models.info(config.model.name).input_size
+  dataset = datasets.load(config.dataset.name, image_size, config.dataset.data_dir)
+  train_size = len(dataset.split(config.dataset.train_split))
+  dataset.split(config.dataset.eval_split)  # fail now, not after training, if the eval split is missing
+  steps_per_epoch = train_size // config.batch_size
+  if steps_per_epoch == 0:
+    raise UserError(f"config.batch_size={config.batch_size} exceeds the {train_size} training examples "
+                    f"of {dataset.name!r}; use a smaller batch_size")
+  total_steps = config.num_train_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
+  dtype = resolve_dtype(config.dtype)
+  model = models.create(config.model.name, num_classes=dataset.num_classes, dtype=dtype,
+                        **config.model.kwargs.to_dict())
+  schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
+  step_config = steps.StepConfig(
+      model=model, tx=optim.make_optimizer(config, schedule), mean=dataset.mean, std=dataset.std,
+      num_classes=dataset.num_classes, label_smoothing=config.label_smoothing,
+      aux_loss_weight=config.aux_loss_weight, seed=config.seed, crop_padding=config.augment.crop_padding,
+      flip=config.augment.flip)
+  return Experiment(dataset=dataset, dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                    schedule=schedule, step_config=step_config,
+                    init_state=functools.partial(steps.init_state, step_config, dataset.image_shape))

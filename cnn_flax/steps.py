@@ -1,0 +1,132 @@
+"""Training state and the pure step functions; the trainer jits them with shardings.
+
+`train_step(state, batch)` -> (state, metrics) and `eval_step(state, batch)` -> sums over the unmasked
+examples. Both take uint8 image batches and normalise on the device. Nothing here touches the host.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from cnn_flax.data import augment
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything that changes during training. `step` counts completed optimizer steps."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+@struct.dataclass
+class StepConfig:
+  """The static parts of a step: how to run the model and compute the loss (not part of the state)."""
+  model: nn.Module = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  mean: tuple = struct.field(pytree_node=False)
+  std: tuple = struct.field(pytree_node=False)
+  num_classes: int = struct.field(pytree_node=False)
+  label_smoothing: float = struct.field(pytree_node=False, default=0.0)
+  aux_loss_weight: float = struct.field(pytree_node=False, default=0.3)
+  seed: int = struct.field(pytree_node=False, default=0)
+  crop_padding: int = struct.field(pytree_node=False, default=0)
+  flip: bool = struct.field(pytree_node=False, default=False)
+
+
+def normalize(images: jax.Array, mean, std, dtype) -> jax.Array:
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+
+
+def init_state(cfg: StepConfig, image_shape: tuple[int, int, int], rng: jax.Array) -> TrainState:
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  # train=True creates everything training uses (e.g. GoogLeNet's auxiliary heads).
+  variables = cfg.model.init({"params": rng, "dropout": rng}, dummy, train=True)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}), opt_state=cfg.tx.init(params))
+
+
+def _split_outputs(outputs) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+  """Models return logits, or in training a dict {"logits": ..., "aux_logits": (...)}."""
+  if isinstance(outputs, dict):
+    return outputs["logits"], tuple(outputs.get("aux_logits", ()))
+  return outputs, ()
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy (computed in float32 whatever the compute dtype)."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
+      jax.nn.one_hot(labels, num_classes)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def _variables(state: TrainState, params) -> dict:
+  return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
+
+
+def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array],
+               dtype=jnp.float32) -> tuple[TrainState, dict[str, jax.Array]]:
+  # Keys derived from the seed and the step: a resumed run draws the same crops and dropout masks.
+  augment_rng, dropout_rng = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step))
+  images = augment.augment_batch(batch["image"], augment_rng, crop_padding=cfg.crop_padding, flip=cfg.flip)
+  images = normalize(images, cfg.mean, cfg.std, dtype)
+  labels = batch["label"]
+
+  def loss_fn(params):
+    outputs, updates = cfg.model.apply(_variables(state, params), images, train=True,
+                                       rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+    logits, aux_logits = _split_outputs(outputs)
+    main_loss = cross_entropy(logits, labels, cfg.num_classes, cfg.label_smoothing).mean()
+    loss = main_loss
+    for aux in aux_logits if cfg.aux_loss_weight else ():
+      loss = loss + cfg.aux_loss_weight * cross_entropy(aux, labels, cfg.num_classes, cfg.label_smoothing).mean()
+    return loss, (main_loss, logits, updates)
+
+  grads, (main_loss, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  param_updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
+                            batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
+  metrics = {"loss": main_loss,
+             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+             "grad_norm": optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def eval_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array],
+              dtype=jnp.float32) -> dict[str, jax.Array]:
+  """Sums of loss, top-1 and top-5 hits over the batch's real examples, plus each example's prediction."""
+  images = normalize(batch["image"], cfg.mean, cfg.std, dtype)
+  logits = cfg.model.apply(_variables(state, state.params), images, train=False)
+  logits = _split_outputs(logits)[0].astype(jnp.float32)
+  labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+  k = min(5, cfg.num_classes)
+  top_k = jax.lax.top_k(logits, k)[1]
+  return {"loss_sum": jnp.sum(cross_entropy(logits, labels, cfg.num_classes) * mask),
+          "correct_sum": jnp.sum((top_k[:, 0] == labels) * mask),
+          "top5_sum": jnp.sum(jnp.any(top_k == labels[:, None], -1) * mask),
+          "count": jnp.sum(mask),
+          "prediction": jnp.argmax(logits, -1)}
+
+
+def all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_jitted_steps(cfg: StepConfig, state_sharding, batch_sharding, replicated, dtype) -> tuple[Callable, Callable]:
+  """The jitted train and eval steps: batch split over the mesh, state replicated and donated."""
+  train = jax.jit(lambda s, b: train_step(cfg, s, b, dtype),
+                  in_shardings=(state_sharding, batch_sharding),
+                  out_shardings=(state_sharding, replicated), donate_argnums=0)
+  evaluate = jax.jit(lambda s, b: eval_step(cfg, s, b, dtype),
+                     in_shardings=(state_sharding, batch_sharding),
+                     out_shardings={"loss_sum": replicated, "correct_sum": replicated, "top5_sum": replicated,
+                                    "count": replicated, "prediction": batch_sharding})
+  return train, evaluate

@@ -1,0 +1,211 @@
+"""`train_and_evaluate(config, workdir)`: one linear training run, in marked sections.
+
+checks -> devices -> data -> model & optimizer -> state & checkpoint restore -> steps -> loop -> summary.
+Nothing is written to the workdir until every check has passed, so a bad command never touches an
+earlier run's checkpoints or metrics.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from cnn_flax import checkpoint, experiment, metrics, parallel, steps
+from cnn_flax import config as config_lib
+from cnn_flax.data import pipeline
+from cnn_flax.errors import TrainingDiverged, UserError
+from cnn_flax.evaluator import evaluate
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Raises UserError if `workdir` cannot hold this run; returns True when it holds this run already."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir {workdir!r} is a file, not a directory; pass a directory path")
+  existing = os.path.isdir(workdir)
+  probe = workdir if existing else os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.access(probe, os.W_OK):
+    raise UserError(f"--workdir {workdir!r} is not writable; choose a directory you can write to")
+  config_path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(config_path):
+    try:
+      with open(config_path) as f:
+        saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise UserError(f"{config_path} is unreadable ({e}); use another --workdir") from None
+    diffs = config_lib.identity_differences(saved, config)
+    if diffs:
+      raise UserError(f"--workdir {workdir!r} holds another run ({'; '.join(diffs)}); "
+                      f"resume it with its own settings or choose another --workdir")
+    return True
+  if existing and any(os.path.exists(os.path.join(workdir, f)) for f in (CHECKPOINT_DIR, metrics.METRICS_FILE)):
+    raise UserError(f"--workdir {workdir!r} holds checkpoints or metrics but no {CONFIG_FILE}; "
+                    f"choose another --workdir")
+  return False
+
+
+def _write_json_atomically(path: str, data: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final summary."""
+  wall_start = time.perf_counter()
+
+  # --- Checks: config and workdir (nothing is written before these pass) -----------------------
+  config_lib.validate(config)
+  resuming = check_workdir(workdir, config)
+
+  # --- Devices ---------------------------------------------------------------------------------
+  parallel.initialize_distributed()
+  parallel.configure_compilation_cache()
+  mesh = parallel.make_mesh()
+  local_batch = parallel.local_batch_size(config.batch_size)
+  parallel.local_batch_size(config.eval_batch_size, "eval_batch_size")
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  is_chief = jax.process_index() == 0
+
+  # --- Data, model, optimizer --------------------------------------------------------------------
+  exp = experiment.build(config)
+  dataset, schedule, total_steps = exp.dataset, exp.schedule, exp.total_steps
+  train_source = dataset.split(config.dataset.train_split)
+  eval_source = dataset.split(config.dataset.eval_split)
+  train_iter = pipeline.train_iterator(
+      train_source, image_shape=dataset.image_shape, local_batch_size=local_batch, seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.dataset.num_workers)
+
+  # --- State: fresh or restored ------------------------------------------------------------------
+  # From here on the workdir is written to.
+  if is_chief:
+    os.makedirs(workdir, exist_ok=True)
+  abstract_state = exp.abstract_state()
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  ckpt = checkpoint.Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
+  start_step = ckpt.latest_step()
+  if start_step is not None:
+    state = ckpt.restore(start_step, checkpoint.abstract_with_shardings(abstract_state, state_sharding),
+                         train_iter)
+  else:
+    start_step = 0
+    state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+  if is_chief:
+    _write_json_atomically(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+    if resuming:
+      metrics.rewind(workdir, start_step)
+
+  # --- Steps ---------------------------------------------------------------------------------------
+  train_step, eval_step = steps.make_jitted_steps(exp.step_config, state_sharding, batch_sharding, replicated,
+                                                   exp.dtype)
+  state_is_finite = jax.jit(lambda s: steps.all_finite(s.params))
+
+  def run_eval(with_predictions=False):
+    return evaluate(eval_step, state, eval_source, image_shape=dataset.image_shape,
+                    global_batch_size=config.eval_batch_size, batch_sharding=batch_sharding,
+                    with_predictions=with_predictions)
+
+  # --- Loop ------------------------------------------------------------------------------------------
+  writer = metrics.MetricsWriter(workdir, enabled=is_chief)
+  progress = metrics.Progress(total_steps, start_step, enabled=is_chief and config.progress_bar)
+  stopwatch = metrics.Stopwatch()
+  pending: list[tuple[int, dict[str, jax.Array]]] = []  # per-step metrics still on the device
+  last_saved = start_step if ckpt.latest_step() is not None else None
+  final_eval = None
+
+  def flush_train_metrics(step: int) -> None:
+    """Fetches the metrics of the steps since the last flush (one host sync), checks them, logs their mean."""
+    if not pending:
+      return
+    host = jax.device_get([m for _, m in pending])
+    for (s, _), m in zip(pending, host):
+      if not math.isfinite(float(m["loss"])):
+        raise TrainingDiverged(
+            f"the training loss became non-finite ({float(m['loss'])}) at step {s}; the last good checkpoint "
+            f"is {'step ' + str(last_saved) if last_saved is not None else 'none'} in {ckpt.directory}; "
+            f"lower config.optimizer.learning_rate or add warmup")
+    row = {f"train/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
+    row["train/learning_rate"] = float(schedule(step - 1))
+    rate = stopwatch.rate()
+    if rate is not None:
+      row["train/images_per_sec"] = rate
+    writer.write(step, row)
+    progress.show(loss=row["train/loss"], **({"img/s": f"{rate:.0f}"} if rate else {}))
+    pending.clear()
+
+  try:
+    for step in range(start_step + 1, total_steps + 1):  # `step` = optimizer steps done after this one
+      batch = parallel.global_batch(next(train_iter), batch_sharding)
+      state, step_metrics = train_step(state, batch)
+      pending.append((step, step_metrics))
+      if step == start_step + 1:  # time throughput from after the first (compiling) step
+        jax.block_until_ready(step_metrics)
+        stopwatch.start()
+      else:
+        stopwatch.count(config.batch_size)
+      progress.advance()
+
+      is_last = step == total_steps
+      do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
+      do_save = is_last or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
+      if step % config.log_every_steps == 0 or do_eval or do_save:
+        flush_train_metrics(step)
+      eval_result = None
+      if do_eval:
+        eval_result = run_eval()
+        writer.write(step, eval_result)
+        progress.show(acc=f"{eval_result['eval/accuracy']:.4f}")
+        stopwatch.start()  # evaluation time is not training throughput
+      if do_save:
+        if not bool(state_is_finite(state)):
+          raise TrainingDiverged(f"the parameters became non-finite by step {step}; the last good checkpoint is "
+                                 f"{last_saved} in {ckpt.directory}; lower config.optimizer.learning_rate")
+        ckpt.save(step, state, train_iter, config.to_dict(),
+                  {k: v for k, v in eval_result.items()} if eval_result else None)
+        last_saved = step
+      if is_last:
+        final_eval = eval_result
+  finally:
+    progress.close()
+    ckpt.wait()
+    writer.close()
+
+  # --- Summary ---------------------------------------------------------------------------------------
+  if final_eval is None:  # nothing left to train: the workdir already holds the finished run
+    final_eval = run_eval()
+  ckpt.wait()
+  summary = {"step": int(jax.device_get(state.step)), "total_steps": total_steps,
+             "wall_seconds": time.perf_counter() - wall_start, "workdir": workdir,
+             "checkpoints": ckpt.directory, "latest_step": ckpt.latest_step(), "best_step": ckpt.best_step(),
+             **final_eval}
+  ckpt.close()
+  if is_chief:
+    print(format_summary(config, dataset.name, summary, resumed_from=start_step), flush=True)
+  return summary
+
+
+def format_summary(config, dataset_name: str, s: dict[str, Any], resumed_from: int = 0) -> str:
+  resumed = f" (resumed at step {resumed_from})" if resumed_from else ""
+  return "\n".join([
+      f"Finished {config.model.name} on {dataset_name}: step {s['step']}/{s['total_steps']}{resumed}, "
+      f"{s['wall_seconds']:.1f} s wall",
+      f"  {config.dataset.eval_split} accuracy {100 * s['eval/accuracy']:.2f}% "
+      f"(top-5 {100 * s['eval/top5_accuracy']:.2f}%, loss {s['eval/loss']:.4f}) "
+      f"on {s['eval/num_examples']} examples",
+      f"  checkpoints: {s['checkpoints']} (latest step {s['latest_step']}, best step {s['best_step']})",
+      f"  metrics:     {os.path.join(s['workdir'], metrics.METRICS_FILE)}",
+      f"  TensorBoard: tensorboard --logdir {s['workdir']}",
+      f"  evaluate:    python eval.py --workdir {s['workdir']}",
+  ])

@@ -1,0 +1,76 @@
+"""Every config field cnn_flax reads, with its default and what it means.
+
+Model configs start from `get_base_config()` and change what their paper's recipe needs. Any field can be
+overridden on the command line, e.g. `--config.optimizer.learning_rate=0.05 --config.num_train_steps=200`.
+Durations are in epochs (`num_epochs`) unless `num_train_steps` is set; intervals are in optimizer steps.
+"""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # --- model --------------------------------------------------------------------------------------
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "lenet5"  # a name from `cnn_flax.models.names()`
+  # Module fields passed to the model constructor, e.g. {"width_multiplier": 0.5} for MobileNet.
+  config.model.kwargs = ml_collections.ConfigDict()
+
+  # --- data ---------------------------------------------------------------------------------------
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "digits"  # "digits" is bundled and works offline
+  config.dataset.data_dir = ""  # where prepared datasets live; "" = the dataset's default
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "test"
+  config.dataset.image_size = 0  # images are resized to this square size; 0 = the model's reference input size
+  config.dataset.num_workers = 0  # Grain worker processes for decoding/augmentation; 0 = in the main process
+
+  # --- augmentation (training only, on the device inside the train step) ------------------------------
+  config.augment = ml_collections.ConfigDict()
+  config.augment.crop_padding = 0  # random translation: pad by this many pixels, crop back at random
+  config.augment.flip = False  # random left-right mirror (not for digits)
+
+  # --- duration and batch -------------------------------------------------------------------------
+  config.batch_size = 128  # global: split over all devices of all processes
+  config.eval_batch_size = 256  # global; the last eval batch is padded and masked, no example dropped
+  config.num_epochs = 10.0  # training length in epochs of the train split ...
+  config.num_train_steps = 0  # ... unless this is > 0: then it is the length in optimizer steps
+
+  # --- optimizer ----------------------------------------------------------------------------------
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "sgd"  # sgd | adamw | rmsprop
+  config.optimizer.learning_rate = 0.1  # peak learning rate (after warmup)
+  config.optimizer.momentum = 0.9  # sgd and rmsprop; 0 = plain SGD
+  config.optimizer.nesterov = False  # sgd only
+  config.optimizer.weight_decay = 0.0  # L2 on conv/dense kernels (sgd, rmsprop) or decoupled decay (adamw)
+  config.optimizer.b1 = 0.9  # adamw
+  config.optimizer.b2 = 0.999  # adamw
+  config.optimizer.decay = 0.9  # rmsprop: decay of the squared-gradient average
+  config.optimizer.eps = 1e-8  # adamw and rmsprop
+
+  # --- learning-rate schedule ---------------------------------------------------------------------
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = "cosine"  # constant | step | cosine
+  config.schedule.warmup_epochs = 0.0  # linear warmup from 0 to the peak learning rate
+  config.schedule.decay_at = (0.5, 0.75)  # step: fractions of training at which the rate is multiplied ...
+  config.schedule.decay_factor = 0.1  # ... by this factor
+  config.schedule.end_factor = 0.0  # cosine: final rate as a fraction of the peak
+
+  # --- loss ---------------------------------------------------------------------------------------
+  config.label_smoothing = 0.0
+  config.aux_loss_weight = 0.3  # weight of auxiliary classifiers (GoogLeNet); 0 disables them in the loss
+
+  # --- numerics -----------------------------------------------------------------------------------
+  # Compute dtype; parameters are always float32. "auto" = bfloat16 on GPU/TPU, float32 on CPU (bf16
+  # convolutions are slow on CPU).
+  config.dtype = "auto"
+
+  # --- logging, evaluation, checkpoints -----------------------------------------------------------
+  config.log_every_steps = 50  # train metrics to metrics.jsonl/TensorBoard; the last step is always logged
+  config.eval_every_steps = 0  # 0 = evaluate only at the end; the last step is always evaluated
+  config.checkpoint_every_steps = 1000  # 0 = only at the end; the last step is always saved
+  config.keep_checkpoints = 3  # the latest N are kept, plus the one with the best eval accuracy
+  config.progress_bar = True
+
+  config.seed = 0  # initialisation, data order and dropout all derive from it
+  return config
