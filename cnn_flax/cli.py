@@ -13,7 +13,7 @@ from typing import Callable
 from absl import flags, logging
 import ml_collections
 
-from cnn_flax.errors import UserError
+from cnn_flax.errors import TrainingDiverged, UserError
 
 EXIT_USER_ERROR = 2
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,8 +71,15 @@ def config_name(config_flag_name: str = "config") -> str:
 
 
 def run_user_command(fn: Callable[[], object]) -> None:
-  """Runs an entry point's work; a UserError ends it with one line and exit code 2, no traceback."""
+  """Runs an entry point's work; a UserError ends it with one line and exit code 2, no traceback.
+
+  A diverged run also ends with its one-line message (which names the step and the last good
+  checkpoint), but with exit code 1: it is not a mistake in the command.
+  """
   try:
     fn()
   except UserError as e:
     fail(str(e))
+  except TrainingDiverged as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)

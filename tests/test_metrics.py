@@ -1,0 +1,37 @@
+"""metrics.jsonl writing and the rewind that keeps it one timeline after a resume."""
+import json
+import os
+
+from cnn_flax import metrics
+
+
+def test_each_write_is_one_flushed_json_line(tmp_path):
+  writer = metrics.MetricsWriter(str(tmp_path))
+  writer.write(3, {"train/loss": 1.5})
+  # Readable before close: the line was flushed.
+  assert metrics.read_jsonl(os.path.join(tmp_path, metrics.METRICS_FILE)) == [{"step": 3, "train/loss": 1.5}]
+  writer.write(6, {"eval/accuracy": 0.5})
+  writer.close()
+  rows = metrics.read_jsonl(os.path.join(tmp_path, metrics.METRICS_FILE))
+  assert [r["step"] for r in rows] == [3, 6]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+  writer = metrics.MetricsWriter(str(tmp_path), enabled=False)
+  writer.write(1, {"train/loss": 1.0})
+  writer.close()
+  assert os.listdir(tmp_path) == []
+
+
+def test_rewind_moves_lines_past_the_checkpoint_aside_without_losing_them(tmp_path):
+  path = os.path.join(tmp_path, metrics.METRICS_FILE)
+  with open(path, "w") as f:
+    for step in (2, 4, 6, 8):
+      f.write(json.dumps({"step": step, "train/loss": step}) + "\n")
+    f.write('{"step": 10, "train/lo')  # a line cut short by a killed run
+  moved = metrics.rewind(str(tmp_path), 4)
+  assert moved == 3
+  assert [r["step"] for r in metrics.read_jsonl(path)] == [2, 4]
+  orphaned = open(os.path.join(tmp_path, metrics.ORPHANED_FILE)).read().splitlines()
+  assert len(orphaned) == 3 and json.loads(orphaned[0])["step"] == 6

@@ -1,0 +1,88 @@
+"""The pure train and eval steps."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnn_flax import experiment, parallel, steps
+
+
+@pytest.fixture(scope="module")
+def lenet_setup():
+  from configs import lenet5
+  config = lenet5.get_config()
+  config.batch_size = 64
+  config.augment.crop_padding = 0  # a fixed batch, so that the loss measures fitting alone
+  exp = experiment.build(config)
+  train = exp.dataset.splits["train"]
+  batch = {"image": jnp.asarray(train.images[:64]), "label": jnp.asarray(train.labels[:64])}
+  return exp, batch
+
+
+def test_a_few_train_steps_reduce_the_loss(lenet_setup):
+  exp, batch = lenet_setup
+  state = exp.init_state(jax.random.key(0))
+  step = jax.jit(functools.partial(steps.train_step, exp.step_config))
+  losses = []
+  for _ in range(20):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["loss"]))
+  assert int(state.step) == 20
+  assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_eval_step_sums_only_unmasked_examples(lenet_setup):
+  exp, batch = lenet_setup
+  state = exp.init_state(jax.random.key(0))
+  mask = np.arange(64) < 50
+  out = jax.jit(functools.partial(steps.eval_step, exp.step_config))(state, {**batch, "mask": jnp.asarray(mask)})
+  images = steps.normalize(batch["image"], exp.dataset.mean, exp.dataset.std, jnp.float32)
+  logits = np.asarray(exp.step_config.model.apply({"params": state.params}, images, train=False))
+  labels = np.asarray(batch["label"])
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  assert float(out["count"]) == 50
+  np.testing.assert_allclose(float(out["loss_sum"]), losses[mask].sum(), rtol=1e-5)
+  assert float(out["correct_sum"]) == (logits.argmax(-1) == labels)[mask].sum()
+  top5 = np.argsort(-logits, -1)[:, :5]
+  assert float(out["top5_sum"]) == (top5 == labels[:, None]).any(-1)[mask].sum()
+
+
+class _AuxModel(nn.Module):
+  """A model that returns auxiliary logits in training, like GoogLeNet."""
+  num_classes: int = 3
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = x.reshape((x.shape[0], -1))
+    logits = nn.Dense(self.num_classes)(x)
+    if train:
+      return {"logits": logits, "aux_logits": (nn.Dense(self.num_classes, name="aux")(x),)}
+    return logits
+
+
+@pytest.mark.parametrize("aux_weight", [0.0, 0.3])
+def test_auxiliary_logits_enter_the_loss_with_their_weight(aux_weight):
+  cfg = steps.StepConfig(model=_AuxModel(), tx=optax.sgd(0.1), mean=(0.0,), std=(1.0,), num_classes=3,
+                         aux_loss_weight=aux_weight)
+  state = steps.init_state(cfg, (2, 2, 1), jax.random.key(0))
+  batch = {"image": jnp.arange(8, dtype=jnp.uint8).reshape(2, 2, 2, 1), "label": jnp.array([0, 2])}
+  new_state, _ = steps.train_step(cfg, state, batch)
+  aux_changed = not np.allclose(new_state.params["aux"]["kernel"], state.params["aux"]["kernel"])
+  assert aux_changed == (aux_weight > 0)
+
+
+def test_jitted_steps_run_on_the_mesh(lenet_setup):
+  exp, batch = lenet_setup
+  mesh = parallel.make_mesh()
+  rep, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  abstract = exp.abstract_state()
+  state_sharding = jax.tree.map(lambda _: rep, abstract)
+  state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(0))
+  train, _ = steps.make_jitted_steps(exp.step_config, state_sharding, sharded, rep, jnp.float32)
+  new_state, metrics = train(state, batch)
+  assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  assert state.step.is_deleted()  # the old state was donated

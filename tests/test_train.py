@@ -1,0 +1,111 @@
+"""End-to-end training runs in this process: outputs, exact resume, divergence, refusal of foreign workdirs."""
+import hashlib
+import math
+import os
+
+import numpy as np
+import pytest
+
+from cnn_flax import checkpoint, evaluator, trainer
+from cnn_flax.errors import TrainingDiverged, UserError
+from tests.conftest import read_metrics
+
+
+def _fingerprint(directory):
+  """Every file under `directory` with a hash of its contents."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  from configs import lenet5
+  config = lenet5.get_config()
+  config.num_train_steps = 12
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.log_every_steps = 4
+  config.eval_every_steps = 6
+  config.checkpoint_every_steps = 6
+  config.schedule.name = "constant"
+  config.progress_bar = False
+  workdir = str(tmp_path_factory.mktemp("run"))
+  return config, workdir, trainer.train_and_evaluate(config, workdir)
+
+
+def test_run_writes_config_metrics_and_checkpoints(finished_run):
+  config, workdir, summary = finished_run
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+  rows = read_metrics(workdir)
+  train_steps = [r["step"] for r in rows if "train/loss" in r]
+  eval_steps = [r["step"] for r in rows if "eval/accuracy" in r]
+  assert train_steps == [4, 6, 8, 12] and eval_steps == [6, 12]  # the last step always logged, both kinds
+  for r in rows:
+    for key, value in r.items():
+      if "accuracy" in key:
+        assert 0.0 <= value <= 1.0
+  assert all(math.isfinite(r["train/loss"]) and r["train/images_per_sec"] > 0 for r in rows if "train/loss" in r)
+  assert summary["step"] == 12 and summary["eval/num_examples"] == 355
+  assert checkpoint.Checkpoints(summary["checkpoints"], read_only=True).steps() == [6, 12]
+
+
+def test_reevaluating_the_final_checkpoint_gives_the_logged_accuracy(finished_run):
+  _, workdir, summary = finished_run
+  logged = [r for r in read_metrics(workdir) if "eval/accuracy" in r][-1]
+  figures = evaluator.evaluate_workdir(workdir)
+  assert figures["step"] == 12
+  for key in ("eval/accuracy", "eval/top5_accuracy", "eval/loss", "eval/num_examples"):
+    assert figures[key] == logged[key] == summary[key]
+  assert os.path.exists(os.path.join(workdir, "eval", "test_step12_confusion.csv"))
+
+
+def test_best_checkpoint_is_the_highest_eval_accuracy(finished_run):
+  _, workdir, summary = finished_run
+  evals = {r["step"]: r["eval/accuracy"] for r in read_metrics(workdir) if "eval/accuracy" in r}
+  assert summary["best_step"] == max(evals, key=lambda s: (evals[s], s))
+  assert evaluator.evaluate_workdir(workdir, best=True)["step"] == summary["best_step"]
+
+
+def test_resume_after_a_stop_continues_steps_and_metrics_exactly(finished_run, tmp_path):
+  config, straight_dir, _ = finished_run
+  stopped = config.copy_and_resolve_references()
+  stopped.num_train_steps = 6  # "stops" after the first checkpoint
+  trainer.train_and_evaluate(stopped, str(tmp_path))
+  summary = trainer.train_and_evaluate(config, str(tmp_path))  # the same command again, longer
+  assert summary["step"] == 12
+  resumed, straight = read_metrics(str(tmp_path)), read_metrics(straight_dir)
+  assert [r["step"] for r in resumed] == [r["step"] for r in straight]
+  for a, b in zip(resumed, straight):
+    assert a.keys() == b.keys()
+    for key in a:
+      if key != "train/images_per_sec":
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, err_msg=f"{key} at step {a['step']}")
+
+
+def test_a_workdir_holding_another_run_is_refused_and_left_untouched(finished_run):
+  config, workdir, _ = finished_run
+  before = _fingerprint(workdir)
+  other = config.copy_and_resolve_references()
+  other.model.name = "lenet5_paper"
+  with pytest.raises(UserError, match="holds another run.*model.name: 'lenet5' -> 'lenet5_paper'"):
+    trainer.train_and_evaluate(other, workdir)
+  assert _fingerprint(workdir) == before
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
+  tiny_config.optimizer.learning_rate = 1e6
+  tiny_config.optimizer.momentum = 0.0
+  tiny_config.checkpoint_every_steps = 2
+  tiny_config.log_every_steps = 1
+  with pytest.raises(TrainingDiverged, match=r"non-finite \(nan\) at step (\d+); the last good checkpoint is step"):
+    trainer.train_and_evaluate(tiny_config, str(tmp_path))
+  ckpt = checkpoint.Checkpoints(os.path.join(tmp_path, "checkpoints"), read_only=True)
+  assert ckpt.steps()  # the good checkpoint survived
+  rows = read_metrics(str(tmp_path))
+  assert all(math.isfinite(r.get("train/loss", 0.0)) for r in rows)  # no NaN was logged
+  assert max(r["step"] for r in rows) >= ckpt.latest_step()
