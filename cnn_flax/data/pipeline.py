@@ -1,8 +1,8 @@
 """The Grain input pipeline: per-process shards, deterministic shuffling, batching, checkpointable state.
 
 Batches stay uint8 on the host; normalisation happens on the device inside the jitted step, which moves
-4x fewer bytes and keeps the host loop cheap. Each JAX process reads its own shard of the data and yields
-*host-local* batches; `parallel.global_batch` assembles them into one globally sharded array.
+4x fewer bytes and keeps the host loop cheap. Each JAX process yields *host-local* batches, its own slice of
+every global batch; `parallel.global_batch` assembles them into one globally sharded array.
 """
 from __future__ import annotations
 
@@ -35,14 +35,15 @@ def train_iterator(source, *, image_shape, local_batch_size: int, seed: int, pro
                    process_count: int = 1, num_workers: int = 0) -> grain.DatasetIterator:
   """An endless iterator of host-local training batches, reshuffled every epoch.
 
-  The shuffle order depends only on `seed` (and the shard), so two runs with one seed see the same batches,
-  and the returned iterator's state can be saved and restored with `grain.checkpoint` for an exact resume.
+  All processes walk the same seeded, globally shuffled stream of examples, cut into global batches of
+  `local_batch_size * process_count`; process p reads only its own slice of each global batch (Grain's
+  MapDataset is lazy, so no process touches another's records). The global batches are therefore the same
+  whatever the number of processes, and the iterator's state can be saved with `grain.checkpoint`.
   """
-  ds = grain.MapDataset.source(source)
-  if process_count > 1:
-    ds = ds[process_index::process_count]  # disjoint shards that together cover the split
-  ds = ds.seed(seed).shuffle().repeat()  # shuffle before repeat: a fresh order every epoch
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()  # shuffle first: a new order per epoch
   ds = ds.map(_to_shape(image_shape)).batch(local_batch_size, drop_remainder=True)
+  if process_count > 1:
+    ds = ds[process_index::process_count]  # local slice p of global batch b is local batch b * P + p
   iterable = ds.to_iter_dataset()
   if num_workers > 0:
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

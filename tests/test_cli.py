@@ -1,0 +1,130 @@
+"""The entry points as a user runs them: clean user errors, multi-device equivalence, eval.py's last line."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import read_metrics, run_script
+
+TINY = ["--config.num_train_steps=8", "--config.batch_size=32", "--config.eval_batch_size=64",
+        "--config.log_every_steps=2", "--config.eval_every_steps=0", "--config.checkpoint_every_steps=0",
+        "--config.schedule.name=constant", "--config.progress_bar=False", "--config.augment.crop_padding=0"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "configs/missing.py"], "config file 'configs/missing.py' not found"),
+    (["--config", "configs/lenet5.py", "--config.nope=1"], "unknown config key 'nope'"),
+    (["--config", "configs/lenet5.py", "--config.batch_size=abc"], "batch_size"),
+    (["--config", "configs/lenet5.py:zzz"], "unknown preset 'zzz'"),
+    (["--config", "configs/lenet5.py", "--config.model.name=resnet9000"], "unknown model; choose one of"),
+    (["--config", "configs/lenet5.py", "--config.num_train_steps=-5"], "config.num_train_steps=-5"),
+    (["--config", "configs/lenet5.py", "--config.optimizer.name=adagrad"], "unknown optimizer"),
+    (["--config", "configs/lenet5.py", "--config.batch_size=100000"], "exceeds the 1442 training examples"),
+    ([], "--config is required"),
+])
+def test_user_errors_exit_2_with_one_line_and_no_traceback(args, message, tmp_path):
+  result = run_script("train.py", *args, "--workdir", str(tmp_path / "w"))
+  assert result.returncode == 2, result.stderr
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last, result.stderr
+  assert not os.path.exists(tmp_path / "w")  # nothing was written
+
+
+def test_unusable_workdir_is_a_user_error(tmp_path):
+  not_a_dir = tmp_path / "file"
+  not_a_dir.write_text("x")
+  result = run_script("train.py", "--config", "configs/lenet5.py", "--workdir", str(not_a_dir))
+  assert result.returncode == 2 and "is a file, not a directory" in result.stderr
+  assert not_a_dir.read_text() == "x"
+
+
+def test_eval_of_a_missing_run_is_a_user_error(tmp_path):
+  result = run_script("eval.py", "--workdir", str(tmp_path))
+  assert result.returncode == 2 and "holds no training run" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("one_device"))
+  result = run_script("train.py", "--config", "configs/lenet5.py", "--workdir", workdir, *TINY)
+  assert result.returncode == 0, result.stderr
+  return workdir, result
+
+
+def test_training_prints_a_summary(one_device_run):
+  workdir, result = one_device_run
+  assert f"workdir: {workdir}" in result.stdout
+  assert "test accuracy" in result.stdout and f"checkpoints: {os.path.abspath(workdir)}" in result.stdout
+
+
+def test_four_devices_match_one_device(one_device_run, tmp_path):
+  workdir, _ = one_device_run
+  result = run_script("train.py", "--config", "configs/lenet5.py", "--workdir", str(tmp_path), *TINY,
+                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert result.returncode == 0, result.stderr
+  one = [r for r in read_metrics(workdir) if "train/loss" in r]
+  four = [r for r in read_metrics(str(tmp_path)) if "train/loss" in r]
+  assert [r["step"] for r in one] == [r["step"] for r in four] == [2, 4, 6, 8]
+  np.testing.assert_allclose([r["train/loss"] for r in four], [r["train/loss"] for r in one], rtol=1e-4)
+  eval_one = [r for r in read_metrics(workdir) if "eval/loss" in r][-1]
+  eval_four = [r for r in read_metrics(str(tmp_path)) if "eval/loss" in r][-1]
+  np.testing.assert_allclose(eval_four["eval/loss"], eval_one["eval/loss"], rtol=1e-4)
+
+
+def test_eval_py_ends_with_the_json_line_of_the_logged_figures(one_device_run):
+  workdir, _ = one_device_run
+  result = run_script("eval.py", "--workdir", workdir)
+  assert result.returncode == 0, result.stderr
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  logged = [r for r in read_metrics(workdir) if "eval/accuracy" in r][-1]
+  assert figures["step"] == 8 and figures["split"] == "test"
+  for key in ("eval/accuracy", "eval/top5_accuracy", "eval/loss", "eval/num_examples"):
+    assert figures[key] == logged[key]
+  assert "confusion matrix" in result.stdout
+
+
+def test_rerunning_a_finished_run_resumes_without_training_or_logging(one_device_run):
+  workdir, _ = one_device_run
+  before = read_metrics(workdir)
+  result = run_script("train.py", "--config", "configs/lenet5.py", "--workdir", workdir, *TINY)
+  assert result.returncode == 0, result.stderr
+  assert "step 8/8 (resumed at step 8)" in result.stdout
+  assert read_metrics(workdir) == before
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(one_device_run, tmp_path):
+  """Two JAX processes with two CPU devices each train on the same global batches as one process."""
+  import subprocess
+  import sys
+
+  from tests.conftest import REPO_ROOT
+  workdir, _ = one_device_run
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
+    procs.append(subprocess.Popen(
+        [sys.executable, "train.py", "--config", "configs/lenet5.py", "--workdir", str(tmp_path), *TINY],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outputs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err
+  one = [r for r in read_metrics(workdir) if "train/loss" in r]
+  two = [r for r in read_metrics(str(tmp_path)) if "train/loss" in r]
+  assert [r["step"] for r in two] == [2, 4, 6, 8]  # process 0 alone wrote metrics
+  np.testing.assert_allclose([r["train/loss"] for r in two], [r["train/loss"] for r in one], rtol=1e-4)
+  final = [r for r in read_metrics(str(tmp_path)) if "eval/accuracy" in r][-1]
+  assert final["eval/num_examples"] == 355
+  data_dir = os.path.join(tmp_path, "checkpoints", "8", "data")
+  assert sorted(f for f in os.listdir(data_dir) if f.startswith("process")) == \
+      ["process_0-of-2.json", "process_1-of-2.json"]
