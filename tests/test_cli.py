@@ -128,3 +128,11 @@ def test_two_processes_match_one_process(one_device_run, tmp_path):
   data_dir = os.path.join(tmp_path, "checkpoints", "8", "data")
   assert sorted(f for f in os.listdir(data_dir) if f.startswith("process")) == \
       ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_a_diverged_run_exits_1_naming_the_step(tmp_path):
+  result = run_script("train.py", "--config", "configs/lenet5.py", "--workdir", str(tmp_path), *TINY,
+                      "--config.optimizer.learning_rate=1e6", "--config.optimizer.momentum=0.0",
+                      "--config.checkpoint_every_steps=2", "--config.log_every_steps=1")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert "non-finite (nan) at step" in result.stderr and "last good checkpoint is step 2" in result.stderr

@@ -86,3 +86,12 @@ def test_jitted_steps_run_on_the_mesh(lenet_setup):
   new_state, metrics = train(state, batch)
   assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
   assert state.step.is_deleted()  # the old state was donated
+
+
+def test_label_smoothing_mixes_the_target_with_a_uniform_distribution():
+  logits = jnp.array([[2.0, 0.0, -1.0]])
+  log_p = jax.nn.log_softmax(logits)[0]
+  smoothed = float(steps.cross_entropy(logits, jnp.array([0]), 3, smoothing=0.3)[0])
+  expected = -(0.7 + 0.1) * log_p[0] - 0.1 * log_p[1] - 0.1 * log_p[2]
+  assert smoothed == pytest.approx(float(expected), rel=1e-6)
+  assert float(steps.cross_entropy(logits, jnp.array([0]), 3)[0]) == pytest.approx(float(-log_p[0]), rel=1e-6)
