@@ -3,6 +3,10 @@
 Each family lives in its own module and registers its variants on import; the list below is the whole zoo.
 """
 from cnn_flax.models import lenet  # noqa: F401  (registers lenet5, lenet5_paper)
+from cnn_flax.models import alexnet  # noqa: F401  (alexnet, alexnet_paper)
+from cnn_flax.models import vgg  # noqa: F401  (vgg11/13/16/19[_bn], vgg11_lrn, vgg16_c)
+from cnn_flax.models import googlenet  # noqa: F401  (googlenet, googlenet_bn)
+from cnn_flax.models import mobilenet  # noqa: F401  (mobilenet_v1)
 from cnn_flax.models.registry import ModelInfo, create, info, names
 
 __all__ = ["ModelInfo", "create", "info", "names"]

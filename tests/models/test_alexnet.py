@@ -1,0 +1,202 @@
+"""AlexNet: published parameter counts, LRN placement, shapes, one real forward+backward."""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_flax import models
+from cnn_flax.models.layers import LocalResponseNorm
+
+# "rbg" keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU (test-local choice).
+RNGS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
+
+
+def abstract_variables(model, size, train=False):
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
+
+
+def param_count(variables):
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
+
+
+def concrete_variables(model, x, train=False, seed=0):
+  """Variables with the model's shapes, filled on the host (LeCun-normal kernels, BN scale/var 1, bias/mean 0).
+
+  Compiling ``model.init`` costs seconds on this CPU (random number generation for every kernel); the
+  forward/backward tests need working values, not the initialisers, so they skip it.
+  """
+  abstract = jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name in ("scale", "var"):
+      return np.ones(leaf.shape, leaf.dtype)
+    if name in ("bias", "mean"):
+      return np.zeros(leaf.shape, leaf.dtype)
+    return (rng.standard_normal(leaf.shape) / np.sqrt(math.prod(leaf.shape[:-1]))).astype(leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def run_compiled(f, *args):
+  """jit-compiles ``f`` for ``args`` at XLA backend optimisation level 0 (same results, about half the compile
+  time on CPU, which dominates these tests) and runs it."""
+  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+
+
+@pytest.mark.parametrize("name,size,expected", [
+    ("alexnet", 224, 61_100_840),  # torchvision
+    ("alexnet_paper", 227, 60_965_224),  # Krizhevsky et al. 2012
+])
+def test_param_count_matches_published(name, size, expected):
+  assert models.info(name).input_size == size
+  assert param_count(abstract_variables(models.create(name, num_classes=1000), size)) == expected
+
+
+def test_paper_groups_two_on_conv2_4_5_only():
+  params = abstract_variables(models.create("alexnet_paper", 1000), 227)["params"]
+  # HWIO kernels: grouped convs see half of the input maps.
+  assert params["conv1"]["kernel"].shape == (11, 11, 3, 96)
+  assert params["conv2"]["kernel"].shape == (5, 5, 48, 256)
+  assert params["conv3"]["kernel"].shape == (3, 3, 256, 384)
+  assert params["conv4"]["kernel"].shape == (3, 3, 192, 384)
+  assert params["conv5"]["kernel"].shape == (3, 3, 192, 256)
+  assert params["fc6"]["kernel"].shape == (6 * 6 * 256, 4096)
+
+
+@pytest.mark.parametrize("name,size", [("alexnet", 224), ("alexnet", 256), ("alexnet", 100),
+                                       ("alexnet_paper", 227), ("alexnet_paper", 300)])
+def test_output_shape_at_several_resolutions(name, size):
+  model = models.create(name, num_classes=7)
+  x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
+  out = jax.eval_shape(lambda x: model.apply(model.init(RNGS, x), x, train=False), x)
+  assert out.shape == (2, 7)
+
+
+def test_paper_feature_map_sizes():
+  """227 -> conv1 55 -> pool 27 -> conv2 27 -> pool 13 -> conv3-5 13 -> pool 6 (no adaptive pooling needed)."""
+  shapes = {}
+
+  def record(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if context.method_name == "__call__" and context.module.name:
+      shapes[context.module.name] = out.shape[1:]
+    return out
+
+  model = models.create("alexnet_paper", 1000)
+  with nn.intercept_methods(record):
+    abstract_variables(model, 227)
+  assert shapes["conv1"] == (55, 55, 96) and shapes["lrn1"] == (55, 55, 96)
+  assert shapes["conv2"] == (27, 27, 256) and shapes["lrn2"] == (27, 27, 256)
+  assert shapes["conv5"] == (13, 13, 256)
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_paper_lrn_follows_relu_of_conv1_and_conv2_then_pool():
+  """Replaces conv1/conv2 outputs with fixed maps holding negative values, and checks (concretely, without
+  parameters) that lrn1 sees relu(conv1), conv2 sees maxpool(lrn1(.)), lrn2 sees relu(conv2)."""
+  rng = np.random.default_rng(0)
+  fake = {"conv1": jnp.asarray(rng.normal(size=(1, 55, 55, 96)), jnp.float32),
+          "conv2": jnp.asarray(rng.normal(size=(1, 27, 27, 256)), jnp.float32)}
+  seen = {}
+
+  def intercept(next_fun, args, kwargs, context):
+    name = context.module.name
+    if context.method_name != "__call__" or name is None:
+      return next_fun(*args, **kwargs)
+    seen.setdefault("order", []).append(name)
+    seen[name] = args[0]
+    if name in fake:
+      return fake[name]  # skip the real conv: no parameters needed
+    if name == "conv3":
+      raise _Stop
+    return next_fun(*args, **kwargs)
+
+  model = models.create("alexnet_paper", 1000)
+  with nn.intercept_methods(intercept), pytest.raises(_Stop):
+    model.apply({"params": {}}, jnp.zeros((1, 227, 227, 3)), train=False)
+  assert seen["order"] == ["conv1", "lrn1", "conv2", "lrn2", "conv3"]
+  lrn = LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+  np.testing.assert_array_equal(seen["lrn1"], jax.nn.relu(fake["conv1"]))
+  pooled = nn.max_pool(lrn.apply({}, jax.nn.relu(fake["conv1"])), (3, 3), strides=(2, 2))
+  np.testing.assert_allclose(seen["conv2"], pooled, rtol=1e-6)
+  np.testing.assert_array_equal(seen["lrn2"], jax.nn.relu(fake["conv2"]))
+
+
+def test_torchvision_alexnet_has_no_lrn():
+  model = models.create("alexnet", 1000)
+  lrn_calls = []
+
+  def intercept(next_fun, args, kwargs, context):
+    if isinstance(context.module, LocalResponseNorm):
+      lrn_calls.append(context.module.name)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(intercept):
+    abstract_variables(model, 224)
+  assert lrn_calls == []
+
+
+@pytest.mark.parametrize("name,size", [("alexnet", 64), ("alexnet_paper", 67)])
+def test_forward_backward_small(name, size):
+  model = models.create(name, num_classes=5, classifier_width=32)
+  x = jax.random.normal(jax.random.key(3), (2, size, size, 3))
+  labels = jnp.array([1, 3])
+
+  def run(variables, x):
+    def loss(params):
+      logits = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(4, impl="rbg")})
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+
+    value, grads = jax.value_and_grad(loss)(variables["params"])
+    eval_logits = model.apply(variables, x, train=False)
+    return value, grads, eval_logits
+
+  value, grads, eval_logits = run_compiled(run, concrete_variables(model, x), x)
+  assert eval_logits.shape == (2, 5) and np.isfinite(value)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    g = np.asarray(g)  # host-side checks: eager jnp ops would each compile
+    assert np.all(np.isfinite(g)) and np.abs(g).max() > 0, path
+
+
+def test_paper_initialisation():
+  """Sec. 5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden FC layers, 0 in conv1, conv3 and
+  the output layer. Reads each layer's initialisers while tracing (no compiled init) and evaluates them."""
+  inits = {}
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, (nn.Conv, nn.Dense)):
+      inits[context.module.name] = (context.module.kernel_init, context.module.bias_init)
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    abstract_variables(models.create("alexnet_paper", 1000), 227)
+  assert len(inits) == 8
+  key = jax.random.key(0, impl="rbg")
+  for name, (_, bias_init) in inits.items():
+    expected = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+    np.testing.assert_array_equal(np.asarray(bias_init(key, (4,))), expected, err_msg=name)
+  kernel = np.asarray(inits["conv3"][0](key, (3, 3, 256, 384)))
+  assert abs(kernel.std() - 0.01) < 2e-4 and abs(kernel.mean()) < 2e-4
+
+
+@pytest.mark.parametrize("name", ["alexnet", "alexnet_paper"])
+def test_bfloat16_compute_keeps_float32_params(name):
+  model = models.create(name, num_classes=10, dtype=jnp.bfloat16)
+  x = jax.ShapeDtypeStruct((2, 227, 227, 3), jnp.float32)
+
+  def init_apply(x):
+    variables = model.init(RNGS, x, train=False)
+    return variables, model.apply(variables, x, train=False, rngs=RNGS, mutable=["batch_stats"])[0]
+
+  variables, out = jax.eval_shape(init_apply, x)
+  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+  assert {leaf.dtype for leaf in jax.tree.leaves(out)} == {jnp.dtype(jnp.bfloat16)}
