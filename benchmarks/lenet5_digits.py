@@ -52,11 +52,11 @@ def bare_step_throughput(batch_size: int = 64, iters: int = 200) -> float:
   train, _ = steps.make_jitted_steps(exp.step_config, shardings, sharded, rep, jnp.float32)
   src = exp.dataset.splits["train"]
   batch = parallel.global_batch({"image": src.images[:batch_size], "label": src.labels[:batch_size]}, sharded)
-  state, m = train(state, batch)
+  state, m = train(state, batch, {})
   jax.block_until_ready(m)
   start = time.perf_counter()
   for _ in range(iters):
-    state, m = train(state, batch)
+    state, m = train(state, batch, {})
   jax.block_until_ready(m)
   return batch_size * iters / (time.perf_counter() - start)
 

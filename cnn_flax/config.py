@@ -68,6 +68,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config.dataset.image_size >= 0, "dataset.image_size", "must be >= 0 (0 = the model's input size)")
   check(config.dataset.num_workers >= 0, "dataset.num_workers", "must be >= 0")
   check(config.augment.crop_padding >= 0, "augment.crop_padding", "must be >= 0 (0 = no random crop)")
+  from cnn_flax.data.pipeline import HOST_POLICIES
+  check(config.augment.host in HOST_POLICIES, "augment.host", f"choose one of: {', '.join(HOST_POLICIES)}")
+  check(0 < config.augment.area[0] <= config.augment.area[1] <= 1, "augment.area",
+        "must be (min, max) fractions with 0 < min <= max <= 1")
+  check(0 < config.augment.aspect[0] <= config.augment.aspect[1], "augment.aspect", "must be (min, max) > 0")
+  check(0 < config.augment.scale[0] <= config.augment.scale[1], "augment.scale", "must be (min, max) > 0")
+  check(config.augment.pca_lighting >= 0, "augment.pca_lighting", "must be >= 0")
+  check(config.augment.mixup_alpha >= 0, "augment.mixup_alpha", "must be >= 0 (0 = off)")
+  check(config.augment.cutmix_alpha >= 0, "augment.cutmix_alpha", "must be >= 0 (0 = off)")
+  check(config.dataset.on_device in ("auto", "yes", "no"), "dataset.on_device", "choose one of: auto, yes, no")
+  check(config.dataset.eval_resize >= 0, "dataset.eval_resize", "must be >= 0")
   check(config.batch_size > 0, "batch_size", "must be a positive global batch size")
   check(config.eval_batch_size > 0, "eval_batch_size", "must be a positive global batch size")
   check(config.num_train_steps >= 0, "num_train_steps",

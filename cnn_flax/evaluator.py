@@ -11,7 +11,8 @@ from cnn_flax.data import pipeline
 
 
 def evaluate(eval_step: Callable, state: Any, source, *, image_shape, global_batch_size: int,
-             batch_sharding, with_predictions: bool = False) -> dict[str, Any]:
+             batch_sharding, with_predictions: bool = False, resize_to: int = 0,
+             num_workers: int = 0) -> dict[str, Any]:
   """Top-1/top-5 accuracy and mean loss over every example of `source`.
 
   Returns `eval/accuracy`, `eval/top5_accuracy`, `eval/loss`, `eval/num_examples`, and with
@@ -20,7 +21,8 @@ def evaluate(eval_step: Callable, state: Any, source, *, image_shape, global_bat
   totals = None
   predictions, labels = [], []
   for local in pipeline.eval_batches(source, image_shape=image_shape, global_batch_size=global_batch_size,
-                                     process_index=jax.process_index(), process_count=jax.process_count()):
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     resize_to=resize_to, num_workers=num_workers):
     batch = parallel.global_batch(local, batch_sharding)
     out = eval_step(state, batch)
     sums = {k: v for k, v in out.items() if k != "prediction"}
@@ -50,12 +52,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 
 def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = None,
-                     best: bool = False) -> dict[str, Any]:
+                     best: bool = False, ten_crop: bool = False) -> dict[str, Any]:
   """Evaluates a checkpoint of a training workdir with the config saved there.
 
   Picks the latest checkpoint, or `step`, or with `best` the one with the highest eval accuracy. Prints a
   report (overall figures, per-class accuracy, confusion matrix), saves it under `workdir/eval/`, and
-  returns the figures with `step` and `split`.
+  returns the figures with `step` and `split`. With `ten_crop`, images are resized (shorter side) to
+  `dataset.eval_resize` (default: size / 0.875, i.e. 256 for 224) and centre-cropped to that square, and each
+  prediction averages ten crops of the model's size (corners, centre, mirrored).
   """
   import json
   import os
@@ -99,19 +103,27 @@ def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = 
   state = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, shardings))
   ckpt.close()
   from cnn_flax import steps
-  _, eval_step = steps.make_jitted_steps(exp.step_config, shardings, batch_sharding, replicated, exp.dtype)
-  result = evaluate(eval_step, state, source, image_shape=exp.image_shape,
-                    global_batch_size=config.eval_batch_size, batch_sharding=batch_sharding, with_predictions=True)
+  size, _, channels = exp.image_shape
+  if ten_crop:
+    resize_to = config.dataset.eval_resize or int(round(size / 0.875))
+    image_shape, crop = (resize_to, resize_to, channels), size
+  else:
+    resize_to, image_shape, crop = config.dataset.eval_resize, exp.image_shape, 0
+  _, eval_step = steps.make_jitted_steps(exp.step_config, shardings, batch_sharding, replicated, exp.dtype,
+                                         ten_crop=crop)
+  result = evaluate(eval_step, state, source, image_shape=image_shape, global_batch_size=config.eval_batch_size,
+                    batch_sharding=batch_sharding, with_predictions=True, resize_to=resize_to,
+                    num_workers=config.dataset.num_workers)
 
   names = exp.dataset.class_names
   confusion = confusion_matrix(result.pop("labels"), result.pop("predictions"), exp.dataset.num_classes)
   report = format_report(config.model.name, exp.dataset.name, split, step, result, confusion, names)
-  figures = {"step": int(step), "split": split, **result}
+  figures = {"step": int(step), "split": split, **result, **({"ten_crop": True} if ten_crop else {})}
   if jax.process_index() == 0:
     print(report)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{split}_step{step}")
+    stem = os.path.join(out_dir, f"{split}_step{step}{'_10crop' if ten_crop else ''}")
     with open(stem + "_report.txt", "w") as f:
       f.write(report + "\n")
     np.savetxt(stem + "_confusion.csv", confusion, fmt="%d", delimiter=",",

@@ -8,10 +8,11 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from cnn_flax import models, optim, steps
-from cnn_flax.data import datasets
+from cnn_flax.data import datasets, pipeline
 from cnn_flax.errors import UserError
 
 
@@ -31,6 +32,8 @@ class Experiment:
   schedule: optax.Schedule
   step_config: steps.StepConfig
   init_state: Callable[[jax.Array], steps.TrainState]  # rng -> fresh state
+  host_augment: pipeline.HostAugment  # per-example augmentation on the host
+  on_device: bool  # the training split lives on the accelerator; Grain feeds indices
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -40,10 +43,22 @@ class Experiment:
     return jax.eval_shape(self.init_state, jax.random.key(0))
 
 
+def _feed_on_device(config, dataset: datasets.Dataset, train_size: int, host_augment) -> bool:
+  """Whether the training split should live on the accelerator (see `dataset.on_device` in configs/base.py)."""
+  if config.dataset.on_device != "auto":
+    if config.dataset.on_device == "yes" and host_augment.policy != "none":
+      raise UserError(f"config.dataset.on_device='yes' cannot apply the host augmentation "
+                      f"{host_augment.policy!r}; use on_device='no' or augment.host='none'")
+    return config.dataset.on_device == "yes"
+  split_mb = train_size * int(np.prod(dataset.image_shape)) / 2**20
+  return host_augment.policy == "none" and split_mb <= config.dataset.on_device_max_mb
+
+
 def build(config: ml_collections.ConfigDict) -> Experiment:
   """Loads the dataset and builds model, schedule and optimizer for `config` (already validated)."""
-  image_size = config.dataset.image_size or models.info(config.model.name).input_size
-  dataset = datasets.load(config.dataset.name, image_size, config.dataset.data_dir)
+  info = models.info(config.model.name)
+  image_size = config.dataset.image_size or info.input_size
+  dataset = datasets.load(config.dataset.name, image_size, config.dataset.data_dir, channels=info.in_channels)
   train_size = len(dataset.split(config.dataset.train_split))
   dataset.split(config.dataset.eval_split)  # fail now, not after training, if the eval split is missing
   steps_per_epoch = train_size // config.batch_size
@@ -59,7 +74,11 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
       model=model, tx=optim.make_optimizer(config, schedule), mean=dataset.mean, std=dataset.std,
       num_classes=dataset.num_classes, label_smoothing=config.label_smoothing,
       aux_loss_weight=config.aux_loss_weight, seed=config.seed, crop_padding=config.augment.crop_padding,
-      flip=config.augment.flip)
+      flip=config.augment.flip, pca_lighting=config.augment.pca_lighting, mixup_alpha=config.augment.mixup_alpha,
+      cutmix_alpha=config.augment.cutmix_alpha)
+  host_augment = pipeline.HostAugment(config.augment.host, tuple(config.augment.area),
+                                      tuple(config.augment.aspect), tuple(config.augment.scale))
   return Experiment(dataset=dataset, dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                    schedule=schedule, step_config=step_config,
+                    schedule=schedule, step_config=step_config, host_augment=host_augment,
+                    on_device=_feed_on_device(config, dataset, train_size, host_augment),
                     init_state=functools.partial(steps.init_state, step_config, dataset.image_shape))

@@ -37,6 +37,9 @@ class StepConfig:
   seed: int = struct.field(pytree_node=False, default=0)
   crop_padding: int = struct.field(pytree_node=False, default=0)
   flip: bool = struct.field(pytree_node=False, default=False)
+  pca_lighting: float = struct.field(pytree_node=False, default=0.0)
+  mixup_alpha: float = struct.field(pytree_node=False, default=0.0)
+  cutmix_alpha: float = struct.field(pytree_node=False, default=0.0)
 
 
 def normalize(images: jax.Array, mean, std, dtype) -> jax.Array:
@@ -62,32 +65,51 @@ def _split_outputs(outputs) -> tuple[jax.Array, tuple[jax.Array, ...]]:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, smoothing: float = 0.0) -> jax.Array:
-  """Per-example softmax cross-entropy (computed in float32 whatever the compute dtype)."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
-      jax.nn.one_hot(labels, num_classes)
+  """Per-example softmax cross-entropy with integer labels (computed in float32 whatever the compute dtype)."""
+  return soft_cross_entropy(logits, jax.nn.one_hot(labels, num_classes), smoothing)
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array, smoothing: float = 0.0) -> jax.Array:
+  """Per-example cross-entropy against target distributions (one-hot, or mixed by mixup/cutmix)."""
+  if smoothing:
+    targets = optax.smooth_labels(targets, smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def gather_batch(batch: dict[str, jax.Array], data: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """For the on-device feed: turns a batch of example indices into images and labels from `data`."""
+  if "index" not in batch:
+    return batch
+  return {"image": jnp.take(data["image"], batch["index"], axis=0),
+          "label": jnp.take(data["label"], batch["index"], axis=0)}
 
 
 def _variables(state: TrainState, params) -> dict:
   return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
 
 
-def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array],
+def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array], data=None,
                dtype=jnp.float32) -> tuple[TrainState, dict[str, jax.Array]]:
-  # Keys derived from the seed and the step: a resumed run draws the same crops and dropout masks.
-  augment_rng, dropout_rng = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step))
-  images = augment.augment_batch(batch["image"], augment_rng, crop_padding=cfg.crop_padding, flip=cfg.flip)
-  images = normalize(images, cfg.mean, cfg.std, dtype)
+  """One optimizer step. `batch` holds uint8 images and labels, or indices into `data` (on-device feed)."""
+  batch = gather_batch(batch, data)
   labels = batch["label"]
+  # Keys derived from the seed and the step: a resumed run draws the same augmentations and dropout masks.
+  keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step), 4)
+  images = augment.augment_batch(batch["image"], keys[0], crop_padding=cfg.crop_padding, flip=cfg.flip)
+  images = augment.pca_lighting(images.astype(jnp.float32), keys[1], cfg.pca_lighting)
+  images = normalize(images, cfg.mean, cfg.std, dtype)
+  targets = jax.nn.one_hot(labels, cfg.num_classes)
+  images, targets = augment.mix_batch(images, targets, keys[2], mixup_alpha=cfg.mixup_alpha,
+                                      cutmix_alpha=cfg.cutmix_alpha)
 
   def loss_fn(params):
     outputs, updates = cfg.model.apply(_variables(state, params), images, train=True,
-                                       rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+                                       rngs={"dropout": keys[3]}, mutable=["batch_stats"])
     logits, aux_logits = _split_outputs(outputs)
-    main_loss = cross_entropy(logits, labels, cfg.num_classes, cfg.label_smoothing).mean()
+    main_loss = soft_cross_entropy(logits, targets, cfg.label_smoothing).mean()
     loss = main_loss
     for aux in aux_logits if cfg.aux_loss_weight else ():
-      loss = loss + cfg.aux_loss_weight * cross_entropy(aux, labels, cfg.num_classes, cfg.label_smoothing).mean()
+      loss = loss + cfg.aux_loss_weight * soft_cross_entropy(aux, targets, cfg.label_smoothing).mean()
     return loss, (main_loss, logits, updates)
 
   grads, (main_loss, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -95,17 +117,37 @@ def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array],
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
                             batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
   metrics = {"loss": main_loss,
+             # Against the unmixed labels: with mixup/cutmix this is only a rough guide.
              "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
              "grad_norm": optax.global_norm(grads)}
   return new_state, metrics
 
 
+def ten_crop_views(images: jax.Array, size: int) -> jax.Array:
+  """The 10-crop protocol (AlexNet, VGG, ResNet papers): 4 corners and centre, and their mirror images.
+
+  (N, R, R, C) -> (10, N, size, size, C).
+  """
+  r = images.shape[1]
+  corners = [(0, 0), (0, r - size), (r - size, 0), (r - size, r - size), ((r - size) // 2, (r - size) // 2)]
+  views = [images[:, y:y + size, x:x + size] for y, x in corners]
+  return jnp.stack(views + [v[:, :, ::-1] for v in views])
+
+
 def eval_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array],
-              dtype=jnp.float32) -> dict[str, jax.Array]:
-  """Sums of loss, top-1 and top-5 hits over the batch's real examples, plus each example's prediction."""
+              dtype=jnp.float32, ten_crop: int = 0) -> dict[str, jax.Array]:
+  """Sums of loss, top-1 and top-5 hits over the batch's real examples, plus each example's prediction.
+
+  With `ten_crop` > 0 the batch holds larger images; each prediction averages the softmax of ten views of
+  `ten_crop` pixels, and the loss is that of the averaged distribution.
+  """
   images = normalize(batch["image"], cfg.mean, cfg.std, dtype)
-  logits = cfg.model.apply(_variables(state, state.params), images, train=False)
-  logits = _split_outputs(logits)[0].astype(jnp.float32)
+  apply = lambda x: _split_outputs(cfg.model.apply(_variables(state, state.params), x, train=False))[0]
+  if ten_crop:
+    probs = jax.vmap(lambda v: jax.nn.softmax(apply(v).astype(jnp.float32)))(ten_crop_views(images, ten_crop))
+    logits = jnp.log(jnp.maximum(probs.mean(0), 1e-30))  # log-probabilities: argmax and CE as usual
+  else:
+    logits = apply(images).astype(jnp.float32)
   labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
   k = min(5, cfg.num_classes)
   top_k = jax.lax.top_k(logits, k)[1]
@@ -120,12 +162,16 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_jitted_steps(cfg: StepConfig, state_sharding, batch_sharding, replicated, dtype) -> tuple[Callable, Callable]:
-  """The jitted train and eval steps: batch split over the mesh, state replicated and donated."""
-  train = jax.jit(lambda s, b: train_step(cfg, s, b, dtype),
-                  in_shardings=(state_sharding, batch_sharding),
+def make_jitted_steps(cfg: StepConfig, state_sharding, batch_sharding, replicated, dtype,
+                      ten_crop: int = 0) -> tuple[Callable, Callable]:
+  """The jitted train and eval steps: batch split over the mesh, state replicated and donated.
+
+  The train step takes a third argument: the on-device training split ({} for the record feed).
+  """
+  train = jax.jit(lambda s, b, d: train_step(cfg, s, b, d, dtype),
+                  in_shardings=(state_sharding, batch_sharding, replicated),
                   out_shardings=(state_sharding, replicated), donate_argnums=0)
-  evaluate = jax.jit(lambda s, b: eval_step(cfg, s, b, dtype),
+  evaluate = jax.jit(lambda s, b: eval_step(cfg, s, b, dtype, ten_crop),
                      in_shardings=(state_sharding, batch_sharding),
                      out_shardings={"loss_sum": replicated, "correct_sum": replicated, "top5_sum": replicated,
                                     "count": replicated, "prediction": batch_sharding})

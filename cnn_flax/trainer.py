@@ -83,10 +83,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   dataset, schedule, total_steps = exp.dataset, exp.schedule, exp.total_steps
   train_source = dataset.split(config.dataset.train_split)
   eval_source = dataset.split(config.dataset.eval_split)
-  train_iter = pipeline.train_iterator(
-      train_source, image_shape=dataset.image_shape, local_batch_size=local_batch, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.dataset.num_workers)
+  shard = dict(local_batch_size=local_batch, seed=config.seed, process_index=jax.process_index(),
+               process_count=jax.process_count())
+  if exp.on_device:  # the split goes to the accelerator once; Grain only yields indices
+    train_iter = pipeline.index_iterator(len(train_source), **shard)
+    train_data = jax.device_put(pipeline.load_split_into_memory(train_source, dataset.image_shape), replicated)
+  else:
+    train_iter = pipeline.train_iterator(train_source, image_shape=dataset.image_shape,
+                                         num_workers=config.dataset.num_workers, augment=exp.host_augment, **shard)
+    train_data = {}
 
   # --- State: fresh or restored ------------------------------------------------------------------
   # From here on the workdir is written to.
@@ -115,7 +120,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def run_eval(with_predictions=False):
     return evaluate(eval_step, state, eval_source, image_shape=dataset.image_shape,
                     global_batch_size=config.eval_batch_size, batch_sharding=batch_sharding,
-                    with_predictions=with_predictions)
+                    with_predictions=with_predictions, resize_to=config.dataset.eval_resize,
+                    num_workers=config.dataset.num_workers)
 
   # --- Loop ------------------------------------------------------------------------------------------
   writer = metrics.MetricsWriter(workdir, enabled=is_chief)
@@ -148,7 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     for step in range(start_step + 1, total_steps + 1):  # `step` = optimizer steps done after this one
       batch = parallel.global_batch(next(train_iter), batch_sharding)
-      state, step_metrics = train_step(state, batch)
+      state, step_metrics = train_step(state, batch, train_data)
       pending.append((step, step_metrics))
       if step == start_step + 1:  # time throughput from after the first (compiling) step
         jax.block_until_ready(step_metrics)

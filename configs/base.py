@@ -18,17 +18,35 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # --- data ---------------------------------------------------------------------------------------
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "digits"  # "digits" is bundled and works offline
-  config.dataset.data_dir = ""  # where prepared datasets live; "" = the dataset's default
+  # "digits" is bundled and works offline; TFDS: mnist, fashion_mnist, cifar10, cifar100, imagenette,
+  # imagenet2012 (prepared once, see the README); "folder": your images in data_dir/{train,test}/<class>/.
+  config.dataset.name = "digits"
+  config.dataset.data_dir = ""  # where prepared datasets live; "" = the dataset's default ($TFDS_DATA_DIR or
+  # ~/tensorflow_datasets for TFDS), the root directory for "folder"
   config.dataset.train_split = "train"
   config.dataset.eval_split = "test"
   config.dataset.image_size = 0  # images are resized to this square size; 0 = the model's reference input size
   config.dataset.num_workers = 0  # Grain worker processes for decoding/augmentation; 0 = in the main process
+  # Keep the whole training split on the accelerator and gather batches there: "auto" does so when the split
+  # fits in `on_device_max_mb` and no host augmentation is configured; "yes" / "no" force it.
+  config.dataset.on_device = "auto"
+  config.dataset.on_device_max_mb = 1024
+  config.dataset.eval_resize = 0  # evaluation: shorter side to this, then a centre crop; 0 = resize directly
 
   # --- augmentation (training only, on the device inside the train step) ------------------------------
   config.augment = ml_collections.ConfigDict()
+  # On the host, per example (needs the full-resolution image): none | random_resized_crop (Inception:
+  # `area` of the image, `aspect` ratio range) | scale_jitter (VGG: shorter side in `scale`, random crop).
+  config.augment.host = "none"
+  config.augment.area = (0.08, 1.0)
+  config.augment.aspect = (3 / 4, 4 / 3)
+  config.augment.scale = (256, 512)
+  # On the device, inside the train step:
   config.augment.crop_padding = 0  # random translation: pad by this many pixels, crop back at random
   config.augment.flip = False  # random left-right mirror (not for digits)
+  config.augment.pca_lighting = 0.0  # AlexNet colour noise: std of the PCA coefficients (paper: 0.1)
+  config.augment.mixup_alpha = 0.0  # mixup Beta(alpha, alpha); 0 = off
+  config.augment.cutmix_alpha = 0.0  # cutmix Beta(alpha, alpha); 0 = off; with mixup, one of them per batch
 
   # --- duration and batch -------------------------------------------------------------------------
   config.batch_size = 128  # global: split over all devices of all processes

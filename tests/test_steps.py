@@ -83,7 +83,7 @@ def test_jitted_steps_run_on_the_mesh(lenet_setup):
   state_sharding = jax.tree.map(lambda _: rep, abstract)
   state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(0))
   train, _ = steps.make_jitted_steps(exp.step_config, state_sharding, sharded, rep, jnp.float32)
-  new_state, metrics = train(state, batch)
+  new_state, metrics = train(state, batch, {})
   assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
   assert state.step.is_deleted()  # the old state was donated
 

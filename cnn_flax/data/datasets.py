@@ -89,6 +89,10 @@ def load_digits(image_size: int, data_dir: str = "") -> Dataset:
 
 # --- TFDS datasets (array_record, read without TensorFlow) --------------------------------------
 
+class DatasetNotPrepared(UserError):
+  """A TFDS dataset is missing from the data dir; the message gives the command that prepares it."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TfdsSpec:
   tfds_name: str
@@ -96,13 +100,20 @@ class TfdsSpec:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   splits: Sequence[str] = ("train", "test")
+  manual: str = ""  # how to fetch the files TFDS cannot download itself
 
 
+_IMAGENET_MEAN, _IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 TFDS_DATASETS = {
     "mnist": TfdsSpec("mnist", 10, (33.32,), (78.57,)),
     "fashion_mnist": TfdsSpec("fashion_mnist", 10, (72.94,), (90.02,)),
     "cifar10": TfdsSpec("cifar10", 10, (125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
     "cifar100": TfdsSpec("cifar100", 100, (129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
+    "imagenette": TfdsSpec("imagenette", 10, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "validation")),
+    "imagenet2012": TfdsSpec(
+        "imagenet2012", 1000, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "validation"),
+        manual="download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org "
+               "into {data_dir}/downloads/manual/, then "),
 }
 
 
@@ -111,37 +122,43 @@ def default_tfds_data_dir() -> str:
 
 
 def load_tfds(name: str, image_size: int, data_dir: str = "") -> Dataset:
+  """Opens every split with `tfds.data_source(download=False)`: a missing dataset fails at once, offline."""
   spec = TFDS_DATASETS[name]
   data_dir = data_dir or default_tfds_data_dir()
-  try:
-    import tensorflow_datasets as tfds
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
-    prepared = builder.is_prepared()
-  except Exception as e:  # noqa: BLE001  an unreadable data dir is the user's to fix
-    raise UserError(f"cannot read dataset {name!r} in {data_dir!r}: {e}") from None
-  if not prepared:
-    raise UserError(
-        f"dataset {name!r} is not prepared in {data_dir!r}; prepare it with "
-        f"`tfds build {spec.tfds_name} --file_format=array_record --data_dir={data_dir}` "
-        f"(needs network once), or train on the bundled data with --config.dataset.name=digits")
-  splits = {s: tfds.data_source(spec.tfds_name, split=s, data_dir=data_dir, download=False,
-                                builder_kwargs={"file_format": "array_record"}) for s in spec.splits}
-  features = builder.info.features
-  shape = tuple(features["image"].shape)
-  if image_size and image_size != shape[0]:
-    shape = (image_size, image_size, shape[2])
-  return Dataset(name=name, num_classes=spec.num_classes, image_shape=shape, mean=spec.mean, std=spec.std,
-                 splits=splits, class_names=tuple(features["label"].names))
+  import tensorflow_datasets as tfds  # its data sources decode with Pillow/OpenCV, not TensorFlow
+  splits = {}
+  for split in spec.splits:
+    try:
+      splits[split] = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False,
+                                       builder_kwargs={"file_format": "array_record"})
+    except (KeyError, AssertionError, FileNotFoundError, ValueError) as e:
+      manual = spec.manual.format(data_dir=data_dir)
+      raise DatasetNotPrepared(
+          f"dataset {name!r} is not prepared in {data_dir!r} ({type(e).__name__}); {manual}prepare it with "
+          f"`tfds build {spec.tfds_name} --file_format=array_record --data_dir={data_dir}`") from None
+  features = next(iter(splits.values())).dataset_info.features
+  height, width, channels = features["image"].shape
+  size = image_size or height
+  if not size:
+    raise UserError(f"dataset {name!r} has images of varying size; set config.dataset.image_size")
+  return Dataset(name=name, num_classes=spec.num_classes, image_shape=(size, size, channels), mean=spec.mean,
+                 std=spec.std, splits=splits, class_names=tuple(features["label"].names))
 
 
 def names() -> list[str]:
-  return sorted(["digits", *TFDS_DATASETS])
+  return sorted(["digits", "folder", *TFDS_DATASETS])
 
 
-def load(name: str, image_size: int = 0, data_dir: str = "") -> Dataset:
-  """The dataset `name` with records of `image_size` pixels (0 = the dataset's own size)."""
+def load(name: str, image_size: int = 0, data_dir: str = "", channels: int = 3) -> Dataset:
+  """The dataset `name` with records of `image_size` pixels (0 = the dataset's own size).
+
+  `channels` matters only for image folders, whose files may be in any colour mode.
+  """
   if name == "digits":
     return load_digits(image_size, data_dir)
+  if name == "folder":
+    from cnn_flax.data import folder
+    return folder.load_folder(data_dir, image_size, channels)
   if name in TFDS_DATASETS:
     return load_tfds(name, image_size, data_dir)
   raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")

@@ -1,71 +1,149 @@
-"""The Grain input pipeline: per-process shards, deterministic shuffling, batching, checkpointable state.
+"""The Grain input pipeline: deterministic global shuffling, per-process slices, host transforms, batching.
 
-Batches stay uint8 on the host; normalisation happens on the device inside the jitted step, which moves
-4x fewer bytes and keeps the host loop cheap. Each JAX process yields *host-local* batches, its own slice of
-every global batch; `parallel.global_batch` assembles them into one globally sharded array.
+Batches stay uint8 on the host; normalisation and the cheap augmentations happen on the device inside the
+jitted step, which moves 4x fewer bytes than float32. Each JAX process yields *host-local* batches, its own
+slice of every global batch; `parallel.global_batch` assembles them into one globally sharded array.
+
+Two ways to feed the step, chosen by `train_feed` (config `dataset.on_device`):
+* records: Grain reads, transforms and batches the examples on the host (any dataset, any host augmentation);
+* indices: the whole training split lives on the accelerator and Grain yields only example indices, which
+  the step gathers from; used for small datasets without host augmentation. Both walk the same shuffled
+  order, so for the same seed they give the same batches.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import grain
 import numpy as np
 
+from cnn_flax.data import transforms
 
-def _to_shape(shape: tuple[int, int, int]):
-  """A per-record transform giving every image the dataset's (H, W, C), resizing with Pillow when needed."""
-  height, width, channels = shape
+HOST_POLICIES = ("none", "random_resized_crop", "scale_jitter")
+
+
+@dataclasses.dataclass(frozen=True)
+class HostAugment:
+  """Host-side geometric augmentation of training images (the ImageNet papers' crops)."""
+  policy: str = "none"  # none | random_resized_crop | scale_jitter
+  area: tuple[float, float] = (0.08, 1.0)  # random_resized_crop: fraction of the image area
+  aspect: tuple[float, float] = (3 / 4, 4 / 3)  # random_resized_crop: aspect-ratio range
+  scale: tuple[int, int] = (256, 512)  # scale_jitter: shorter-side range
+
+
+def record_transform(image_shape, *, resize_to: int = 0):
+  """Deterministic per-record transform to the model's (H, W, C): evaluation, and training without policy."""
+  height, width, channels = image_shape
 
   def transform(record: dict[str, Any]) -> dict[str, Any]:
-    image = np.asarray(record["image"])
-    if image.ndim == 2:
-      image = image[..., None]
-    if image.shape[:2] != (height, width):
-      from PIL import Image
-      pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-      image = np.asarray(pil.resize((width, height), Image.BILINEAR)).reshape(height, width, -1)
-    if image.shape[-1] != channels:
-      image = np.broadcast_to(image.mean(-1, keepdims=True).astype(np.uint8), (height, width, channels))
+    image = transforms.match_channels(np.asarray(record["image"]), channels)
+    image = transforms.eval_resize_crop(image, height, resize_to) if height == width else \
+        transforms.resize(image, height, width)
     return {"image": np.ascontiguousarray(image, np.uint8), "label": np.int32(record["label"])}
 
   return transform
 
 
-def train_iterator(source, *, image_shape, local_batch_size: int, seed: int, process_index: int = 0,
-                   process_count: int = 1, num_workers: int = 0) -> grain.DatasetIterator:
-  """An endless iterator of host-local training batches, reshuffled every epoch.
+def random_record_transform(image_shape, augment: HostAugment):
+  """Random per-record training transform; Grain passes a generator seeded per example and epoch."""
+  size, _, channels = image_shape
 
-  All processes walk the same seeded, globally shuffled stream of examples, cut into global batches of
-  `local_batch_size * process_count`; process p reads only its own slice of each global batch (Grain's
-  MapDataset is lazy, so no process touches another's records). The global batches are therefore the same
-  whatever the number of processes, and the iterator's state can be saved with `grain.checkpoint`.
+  def transform(record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    image = transforms.match_channels(np.asarray(record["image"]), channels)
+    if augment.policy == "random_resized_crop":
+      image = transforms.random_resized_crop(image, size, rng, augment.area, augment.aspect)
+    elif augment.policy == "scale_jitter":
+      image = transforms.scale_jitter_crop(image, size, rng, augment.scale)
+    else:
+      raise ValueError(f"unknown host augmentation {augment.policy!r}")
+    return {"image": np.ascontiguousarray(image, np.uint8), "label": np.int32(record["label"])}
+
+  return transform
+
+
+def _shuffled_batches(ds: grain.MapDataset, *, seed: int, local_batch_size: int, process_index: int,
+                      process_count: int, transform=None, random_transform=None) -> grain.MapDataset:
+  """The global stream every process agrees on, then this process's slice of each global batch.
+
+  MapDataset is lazy: slicing before reading means no process touches another's records.
   """
-  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()  # shuffle first: a new order per epoch
-  ds = ds.map(_to_shape(image_shape)).batch(local_batch_size, drop_remainder=True)
+  ds = ds.seed(seed).shuffle().repeat()  # shuffle before repeat: a new order every epoch
+  if transform is not None:
+    ds = ds.map(transform)
+  if random_transform is not None:
+    ds = ds.random_map(random_transform)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
   if process_count > 1:
     ds = ds[process_index::process_count]  # local slice p of global batch b is local batch b * P + p
+  return ds
+
+
+def _iterate(ds: grain.MapDataset, num_workers: int) -> grain.DatasetIterator:
   iterable = ds.to_iter_dataset()
   if num_workers > 0:
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(iterable)
 
 
+def train_iterator(source, *, image_shape, local_batch_size: int, seed: int, process_index: int = 0,
+                   process_count: int = 1, num_workers: int = 0,
+                   augment: HostAugment = HostAugment()) -> grain.DatasetIterator:
+  """An endless, checkpointable iterator of host-local training batches {"image", "label"}."""
+  kwargs = dict(seed=seed, local_batch_size=local_batch_size, process_index=process_index,
+                process_count=process_count)
+  if augment.policy == "none":
+    ds = _shuffled_batches(grain.MapDataset.source(source), transform=record_transform(image_shape), **kwargs)
+  else:
+    ds = _shuffled_batches(grain.MapDataset.source(source), random_transform=random_record_transform(
+        image_shape, augment), **kwargs)
+  return _iterate(ds, num_workers)
+
+
+def index_iterator(num_examples: int, *, local_batch_size: int, seed: int, process_index: int = 0,
+                   process_count: int = 1) -> grain.DatasetIterator:
+  """Like `train_iterator`, but yields {"index": int32 indices} in exactly the same order."""
+  ds = _shuffled_batches(grain.MapDataset.range(num_examples), seed=seed, local_batch_size=local_batch_size,
+                         process_index=process_index, process_count=process_count,
+                         transform=lambda i: {"index": np.int32(i)})
+  return _iterate(ds, 0)
+
+
+def load_split_into_memory(source, image_shape) -> dict[str, np.ndarray]:
+  """All examples of a split as two arrays, transformed to the model's shape (for the on-device feed)."""
+  images = getattr(source, "images", None)
+  if images is not None and images.shape[1:] == tuple(image_shape):
+    return {"image": images, "label": np.asarray(source.labels, np.int32)}
+  transform = record_transform(image_shape)
+  records = [transform(source[i]) for i in range(len(source))]
+  return {"image": np.stack([r["image"] for r in records]), "label": np.array([r["label"] for r in records])}
+
+
+class _PaddedRecords:
+  """Random access to a split's records by position, with blank masked records past its end."""
+
+  def __init__(self, source, transform, image_shape):
+    self.source, self.transform, self.image_shape = source, transform, image_shape
+
+  def __call__(self, position: int) -> dict[str, Any]:
+    if position < len(self.source):
+      return {**self.transform(self.source[int(position)]), "mask": np.bool_(True)}
+    return {"image": np.zeros(self.image_shape, np.uint8), "label": np.int32(0), "mask": np.bool_(False)}
+
+
 def eval_batches(source, *, image_shape, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int = 1, resize_to: int = 0,
+                 num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Host-local batches covering the whole split exactly once, padded to full batches with `mask` = 0.
 
   Global batch b holds examples [b*G, (b+1)*G); process p reads its contiguous slice of each global batch,
-  so the global array assembled from all processes is in split order.
+  so the global array assembled from all processes is in split order. `resize_to` > 0 resizes the shorter
+  side to it before the centre crop (the ImageNet evaluation protocol).
   """
-  n = len(source)
   local = global_batch_size // process_count
-  num_batches = -(-n // global_batch_size)
-  transform = _to_shape(image_shape)
-  blank = {"image": np.zeros(image_shape, np.uint8), "label": np.int32(0)}
-  for b in range(num_batches):
-    start = b * global_batch_size + process_index * local
-    indices = range(start, start + local)
-    records = [transform(source[i]) if i < n else blank for i in indices]
-    yield {"image": np.stack([r["image"] for r in records]),
-           "label": np.array([r["label"] for r in records], np.int32),
-           "mask": np.array([i < n for i in indices], np.bool_)}
+  num_batches = -(-len(source) // global_batch_size)
+  positions = np.arange(num_batches * global_batch_size).reshape(num_batches, process_count, local)
+  mine = positions[:, process_index, :].reshape(-1)
+  load = _PaddedRecords(source, record_transform(image_shape, resize_to=resize_to), image_shape)
+  ds = grain.MapDataset.source(mine).map(load).batch(local)
+  return iter(_iterate(ds, num_workers))
