@@ -41,3 +41,37 @@ def test_random_flip_mirrors_some_images_only():
 def test_no_augmentation_is_the_identity():
   images = _images()
   np.testing.assert_array_equal(augment.augment_batch(images, jax.random.key(0)), images)
+
+
+def test_pca_lighting_shifts_each_image_by_one_colour_and_is_off_at_zero():
+  images = jnp.full((4, 3, 3, 3), 100.0)
+  out = np.asarray(augment.pca_lighting(images, jax.random.key(0), 0.1))
+  assert out.shape == images.shape and out.dtype == np.float32
+  per_image = out - 100.0
+  np.testing.assert_allclose(per_image, per_image[:, :1, :1, :] * np.ones_like(per_image), atol=1e-5)
+  assert np.abs(per_image).max() > 0
+  np.testing.assert_array_equal(augment.pca_lighting(images, jax.random.key(0), 0.0), images)
+
+
+def test_mixup_blends_images_and_targets_with_one_weight():
+  images = jnp.stack([jnp.zeros((2, 2, 1)), jnp.ones((2, 2, 1))])
+  targets = jnp.eye(2)
+  mixed, soft = augment.mixup(images, targets, jax.random.key(0), 0.4)
+  lam = float(soft[0, 0])
+  np.testing.assert_allclose(np.asarray(mixed[0]), 1 - lam, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(soft).sum(1), 1.0, rtol=1e-6)
+
+
+def test_cutmix_targets_match_the_pasted_area():
+  images = jnp.stack([jnp.zeros((8, 8, 1)), jnp.ones((8, 8, 1))])
+  mixed, soft = augment.cutmix(images, jnp.eye(2), jax.random.key(3), 1.0)
+  pasted = float(np.asarray(mixed[0]).mean())  # share of image 0 now taken from image 1
+  np.testing.assert_allclose(float(soft[0, 1]), pasted, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(soft).sum(1), 1.0, rtol=1e-6)
+
+
+def test_mix_batch_is_the_identity_when_both_are_off():
+  images, targets = _images().astype(jnp.float32), jnp.eye(8)
+  out, soft = augment.mix_batch(images, targets, jax.random.key(0))
+  np.testing.assert_array_equal(out, images)
+  np.testing.assert_array_equal(soft, targets)

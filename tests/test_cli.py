@@ -136,3 +136,11 @@ def test_a_diverged_run_exits_1_naming_the_step(tmp_path):
                       "--config.checkpoint_every_steps=2", "--config.log_every_steps=1")
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "non-finite (nan) at step" in result.stderr and "last good checkpoint is step 2" in result.stderr
+
+
+def test_training_never_imports_tensorflow(tmp_path):
+  code = ("import sys, runpy; sys.argv = ['train.py', '--config', 'configs/lenet5.py', '--workdir', sys.argv[1], "
+          "*sys.argv[2:]]\ntry:\n  runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit as e:\n"
+          "  assert not e.code, e.code\nassert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
+  result = run_script("-c", code, str(tmp_path), *TINY)
+  assert result.returncode == 0, result.stderr

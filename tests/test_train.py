@@ -109,3 +109,22 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny
   rows = read_metrics(str(tmp_path))
   assert all(math.isfinite(r.get("train/loss", 0.0)) for r in rows)  # no NaN was logged
   assert max(r["step"] for r in rows) >= ckpt.latest_step()
+
+
+def test_on_device_and_record_feeds_give_the_same_run(tiny_config, tmp_path):
+  tiny_config.num_train_steps = 6
+  tiny_config.augment.crop_padding = 2
+  results = {}
+  for feed in ("yes", "no"):
+    tiny_config.dataset.on_device = feed
+    trainer.train_and_evaluate(tiny_config, str(tmp_path / feed))
+    results[feed] = [{k: v for k, v in r.items() if k != "train/images_per_sec"}
+                     for r in read_metrics(str(tmp_path / feed))]
+  assert results["yes"] == results["no"]
+
+
+def test_host_augmentation_cannot_be_forced_on_device(tiny_config, tmp_path):
+  tiny_config.dataset.on_device = "yes"
+  tiny_config.augment.host = "random_resized_crop"
+  with pytest.raises(UserError, match="on_device='yes' cannot apply the host augmentation"):
+    trainer.train_and_evaluate(tiny_config, str(tmp_path))

@@ -82,6 +82,9 @@ def _shuffled_batches(ds: grain.MapDataset, *, seed: int, local_batch_size: int,
 def _iterate(ds: grain.MapDataset, num_workers: int) -> grain.DatasetIterator:
   iterable = ds.to_iter_dataset()
   if num_workers > 0:
+    from absl import flags
+    if not flags.FLAGS.is_parsed():  # Grain's workers read absl flags; outside an absl app (notebooks, tests)
+      flags.FLAGS.mark_as_parsed()  # nobody parsed them, so their defaults stand
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return iter(iterable)
 
