@@ -70,14 +70,34 @@ def config_name(config_flag_name: str = "config") -> str:
   return f"{stem}_{preset}" if preset else stem
 
 
+def _bundled_preset_hint(config_flag_name: str = "config") -> str:
+  """'; or run ... :digits' when the --config file has a preset for the bundled dataset."""
+  if config_flag_name not in flags.FLAGS or not flags.FLAGS[config_flag_name].present:
+    return ""
+  file = flags.FLAGS[config_flag_name].config_filename.partition(":")[0]
+  try:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_config_for_hint", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if module.get_config("digits").dataset.name != "digits":
+      return ""
+  except Exception:  # noqa: BLE001  no such preset: no hint
+    return ""
+  return f"; or train the same model on the bundled data: --config {file}:digits"
+
+
 def run_user_command(fn: Callable[[], object]) -> None:
   """Runs an entry point's work; a UserError ends it with one line and exit code 2, no traceback.
 
   A diverged run also ends with its one-line message (which names the step and the last good
   checkpoint), but with exit code 1: it is not a mistake in the command.
   """
+  from cnn_flax.data.datasets import DatasetNotPrepared
   try:
     fn()
+  except DatasetNotPrepared as e:
+    fail(f"{e}{_bundled_preset_hint()}")
   except UserError as e:
     fail(str(e))
   except TrainingDiverged as e:
