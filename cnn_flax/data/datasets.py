@@ -131,10 +131,10 @@ def load_tfds(name: str, image_size: int, data_dir: str = "") -> Dataset:
     try:
       splits[split] = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False,
                                        builder_kwargs={"file_format": "array_record"})
-    except (KeyError, AssertionError, FileNotFoundError, ValueError) as e:
+    except (KeyError, AssertionError, FileNotFoundError, ValueError):
       manual = spec.manual.format(data_dir=data_dir)
       raise DatasetNotPrepared(
-          f"dataset {name!r} is not prepared in {data_dir!r} ({type(e).__name__}); {manual}prepare it with "
+          f"dataset {name!r} is not prepared in {data_dir!r}; {manual}prepare it with "
           f"`tfds build {spec.tfds_name} --file_format=array_record --data_dir={data_dir}`") from None
   features = next(iter(splits.values())).dataset_info.features
   height, width, channels = features["image"].shape
