@@ -1,0 +1,26 @@
+"""DenseNet-121 (k=32) on ImageNet, following Huang et al. 2017 and torchvision.
+
+Paper recipe (needs ImageNet prepared, see the README):
+  python train.py --config configs/densenet121.py
+  SGD with Nesterov momentum 0.9, weight decay 1e-4, batch 256, learning rate 0.1 divided by 10 at epochs 30
+  and 60, 90 epochs; random-resized crop + flip. Expected (published, torchvision): 74.4% top-1.
+
+Bundled-data preset:
+  python train.py --config configs/densenet121.py:digits
+  Expected (measured here, 2-core CPU): MEASURED
+"""
+from configs import base
+
+
+def get_config(preset: str = ""):
+  base.check_preset(preset, ("", "digits"), "configs/densenet121.py")
+  config = base.get_base_config()
+  config.model.name = "densenet121"
+  base.paper_imagenet(config, batch_size=256, num_epochs=90)
+  config.augment.host = "random_resized_crop"
+  config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.1
+  config.optimizer.momentum, config.optimizer.nesterov, config.optimizer.weight_decay = 0.9, True, 1e-4
+  config.schedule.name, config.schedule.decay_at = "step", (1 / 3, 2 / 3)
+  if preset == "digits":
+    base.use_bundled_digits(config, image_size=32, num_epochs=10, batch_size=64, learning_rate=0.05)
+  return config

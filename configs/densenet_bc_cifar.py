@@ -1,0 +1,30 @@
+"""DenseNet-BC (L=100, k=12) on CIFAR-10 with standard augmentation (C10+), as in Huang et al. 2017.
+
+Paper recipe (needs CIFAR-10 prepared, see the README):
+  python train.py --config configs/densenet_bc_cifar.py
+  SGD with Nesterov momentum 0.9, weight decay 1e-4, batch 64, 300 epochs, learning rate 0.1 divided by 10 at
+  50% and 75% of training; pad-4 crop + flip. Expected (published): 4.51% test error (95.49% accuracy).
+  `:densenet40` trains the L=40, k=12 network without bottleneck or compression (published: 5.24% on C10+).
+
+Bundled-data preset:
+  python train.py --config configs/densenet_bc_cifar.py:digits
+  Expected (measured here, 2-core CPU): MEASURED
+"""
+from configs import base
+
+
+def get_config(preset: str = ""):
+  base.check_preset(preset, ("", "densenet40", "digits"), "configs/densenet_bc_cifar.py")
+  config = base.get_base_config()
+  config.model.name = "densenet40" if preset == "densenet40" else "densenet_bc_100"
+  config.dataset.name = "cifar10"
+  config.augment.crop_padding, config.augment.flip = 4, True
+  config.batch_size = 64
+  config.num_epochs = 300
+  config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.1
+  config.optimizer.momentum, config.optimizer.nesterov, config.optimizer.weight_decay = 0.9, True, 1e-4
+  config.schedule.name, config.schedule.decay_at = "step", (0.5, 0.75)
+  config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 100, 3910, 3910  # 5 epochs
+  if preset == "digits":
+    base.use_bundled_digits(config, image_size=32, num_epochs=10, batch_size=64, learning_rate=0.1)
+  return config

@@ -1,0 +1,30 @@
+"""GoogLeNet (Inception v1, Szegedy et al. 2014) with its two auxiliary classifiers (loss weight 0.3).
+
+Paper recipe (needs ImageNet prepared, see the README):
+  python train.py --config configs/googlenet.py        # the paper's network (5x5 branches, LRN, no BN)
+  python train.py --config configs/googlenet.py:bn     # torchvision's googlenet (BN); published 69.8% top-1
+  SGD momentum 0.9, batch 256 (the paper trained asynchronously), learning rate 0.01; random-resized crop
+  (8-100% area, aspect 3/4-4/3) + flip. Stated deviations: the paper decays the rate by 4% every 8 epochs and
+  averages parameters (Polyak); here a cosine schedule over 90 epochs and no averaging.
+  Expected (published): 10.07% top-5 error, one model, one crop.
+
+Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px):
+  python train.py --config configs/googlenet.py:digits
+  Expected (measured here, 2-core CPU): MEASURED
+"""
+from configs import base
+
+
+def get_config(preset: str = ""):
+  base.check_preset(preset, ("", "bn", "digits"), "configs/googlenet.py")
+  config = base.get_base_config()
+  config.model.name = "googlenet_bn" if preset == "bn" else "googlenet"
+  base.paper_imagenet(config, batch_size=256, num_epochs=90)
+  config.augment.host = "random_resized_crop"
+  config.aux_loss_weight = 0.3
+  config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.01
+  config.optimizer.momentum, config.optimizer.weight_decay = 0.9, 2e-4
+  config.schedule.name = "cosine"
+  if preset == "digits":
+    base.use_bundled_digits(config, image_size=96, num_epochs=6, batch_size=64, learning_rate=0.02)
+  return config

@@ -1,0 +1,26 @@
+"""SE-ResNet-50 (Hu et al. 2018): ResNet-50 with squeeze-and-excitation (r=16) on every residual branch.
+
+Paper recipe (needs ImageNet prepared, see the README):
+  python train.py --config configs/se_resnet50.py
+  SGD momentum 0.9, weight decay 1e-4, batch 1024, learning rate 0.6 divided by 10 every 30 epochs, 100 epochs;
+  random-resized crop + flip. Expected (published, authors' model): 77.6% top-1 (22.4% error, single crop).
+
+Bundled-data preset:
+  python train.py --config configs/se_resnet50.py:digits
+  Expected (measured here, 2-core CPU): MEASURED
+"""
+from configs import base
+
+
+def get_config(preset: str = ""):
+  base.check_preset(preset, ("", "digits"), "configs/se_resnet50.py")
+  config = base.get_base_config()
+  config.model.name = "se_resnet50"
+  base.paper_imagenet(config, batch_size=1024, num_epochs=100)
+  config.augment.host = "random_resized_crop"
+  config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.6
+  config.optimizer.momentum, config.optimizer.weight_decay = 0.9, 1e-4
+  config.schedule.name, config.schedule.decay_at = "step", (0.3, 0.6, 0.9)
+  if preset == "digits":
+    base.use_bundled_digits(config, image_size=32, num_epochs=10, batch_size=64, learning_rate=0.05)
+  return config

@@ -1,0 +1,11 @@
+"""VGG-19 (configuration E) on ImageNet, following Simonyan & Zisserman 2015; recipe as configs/vgg16.py.
+
+  python train.py --config configs/vgg19.py          # paper recipe; expected (published): 72.4% top-1
+  python train.py --config configs/vgg19.py:bn       # torchvision's vgg19_bn (74.2%)
+  python train.py --config configs/vgg19.py:digits   # bundled digits; expected (measured here): MEASURED
+"""
+from configs import vgg16
+
+
+def get_config(preset: str = ""):
+  return vgg16.get_config(preset, model="vgg19", file="configs/vgg19.py")
