@@ -47,7 +47,7 @@ def bare_step_throughput(batch_size: int = 64, iters: int = 200) -> float:
   exp = experiment.build(config)
   mesh = parallel.make_mesh()
   rep, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  shardings = jax.tree.map(lambda _: rep, exp.abstract_state())
+  shardings = jax.tree.map(lambda _: rep, exp.abstract_state)
   state = jax.jit(exp.init_state, out_shardings=shardings)(jax.random.key(0))
   train, _ = steps.make_jitted_steps(exp.step_config, shardings, sharded, rep, jnp.float32)
   src = exp.dataset.splits["train"]

@@ -83,3 +83,64 @@ class Checkpoints:
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings, so Orbax restores straight onto the mesh."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+# --- Pretrained weights for fine-tuning ---------------------------------------------------------------
+
+def save_variables(path: str, variables: dict[str, Any]) -> None:
+  """Writes Flax variables (e.g. from cnn_flax.convert) as an .npz that `config.init_from` accepts."""
+  import numpy as np
+  from flax import traverse_util
+  flat = traverse_util.flatten_dict(jax.device_get(variables), sep="/")
+  np.savez(path, **{key: np.asarray(value) for key, value in flat.items()})
+
+
+def load_variables(path: str) -> dict[str, Any]:
+  """{"params", "batch_stats"} as numpy from a training workdir (its latest checkpoint), one checkpoint step
+  directory, or an .npz whose keys are '/'-joined paths such as 'params/stem/conv/kernel'."""
+  import numpy as np
+
+  from cnn_flax.errors import UserError
+  if path.endswith(".npz"):
+    if not os.path.exists(path):
+      raise UserError(f"config.init_from={path!r} does not exist")
+    tree: dict[str, Any] = {}
+    with np.load(path) as f:
+      for key in f.files:
+        node = tree
+        *parents, leaf = key.split("/")
+        for p in parents:
+          node = node.setdefault(p, {})
+        node[leaf] = f[key]
+    return {"params": tree.get("params", {}), "batch_stats": tree.get("batch_stats", {})}
+  step_dir = path
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    manager = Checkpoints(os.path.join(path, "checkpoints"), read_only=True)
+    latest = manager.latest_step()
+    manager.close()
+    if latest is None:
+      raise UserError(f"config.init_from={path!r} holds no checkpoint yet")
+    step_dir = os.path.join(path, "checkpoints", str(latest))
+  if not os.path.isdir(os.path.join(step_dir, "state")):
+    raise UserError(f"config.init_from={path!r} is neither a training workdir, a checkpoint step directory "
+                    f"nor an .npz of variables")
+  state = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(step_dir, "state")))
+  return {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
+
+
+def merge_pretrained(fresh: Any, pretrained: Any) -> tuple[Any, list[str]]:
+  """Takes each array from `pretrained` where its path and shape match `fresh`; keeps the fresh one elsewhere
+  (e.g. a classifier head for another number of classes). Returns the merged tree and the kept-fresh paths."""
+  from flax import traverse_util
+  import numpy as np
+  flat_fresh = traverse_util.flatten_dict(fresh, sep="/")
+  flat_pre = traverse_util.flatten_dict(pretrained, sep="/") if pretrained else {}
+  merged, fresh_paths = {}, []
+  for key, value in flat_fresh.items():
+    source = flat_pre.get(key)
+    if source is not None and tuple(np.shape(source)) == tuple(value.shape):
+      merged[key] = jax.numpy.asarray(source, value.dtype)
+    else:
+      merged[key] = value
+      fresh_paths.append(key)
+  return traverse_util.unflatten_dict(merged, sep="/"), fresh_paths

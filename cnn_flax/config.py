@@ -105,6 +105,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check(config.eval_every_steps >= 0, "eval_every_steps", "must be >= 0 (0 = only at the end)")
   check(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be >= 0 (0 = only at the end)")
   check(config.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+  check(all(isinstance(name, str) and name for name in config.freeze), "freeze",
+        "must be a tuple of top-level parameter names, e.g. ('stem', 'layer1')")
 
 
 def identity_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:

@@ -98,7 +98,7 @@ def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = 
   if step not in available:
     raise UserError(f"no checkpoint for step {step} in {ckpt_dir}; available steps: {available}")
 
-  abstract = exp.abstract_state()
+  abstract = exp.abstract_state
   shardings = jax.tree.map(lambda _: replicated, abstract)
   state = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, shardings))
   ckpt.close()

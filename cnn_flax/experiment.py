@@ -35,12 +35,11 @@ class Experiment:
   host_augment: pipeline.HostAugment  # per-example augmentation on the host
   on_device: bool  # the training split lives on the accelerator; Grain feeds indices
 
+  abstract_state: steps.TrainState  # shapes and dtypes of the state, without allocating it
+
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return self.dataset.image_shape
-
-  def abstract_state(self) -> steps.TrainState:
-    return jax.eval_shape(self.init_state, jax.random.key(0))
 
 
 def _feed_on_device(config, dataset: datasets.Dataset, train_size: int, host_augment) -> bool:
@@ -78,7 +77,13 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
       cutmix_alpha=config.augment.cutmix_alpha)
   host_augment = pipeline.HostAugment(config.augment.host, tuple(config.augment.area),
                                       tuple(config.augment.aspect), tuple(config.augment.scale))
+  init_state = functools.partial(steps.init_state, step_config, dataset.image_shape)
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  unknown = sorted(set(config.freeze) - set(abstract_state.params))
+  if unknown:
+    raise UserError(f"config.freeze names {unknown}, which {config.model.name!r} does not have; its top-level "
+                    f"parameter names are: {', '.join(abstract_state.params)}")
   return Experiment(dataset=dataset, dtype=dtype, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                     schedule=schedule, step_config=step_config, host_augment=host_augment,
                     on_device=_feed_on_device(config, dataset, train_size, host_augment),
-                    init_state=functools.partial(steps.init_state, step_config, dataset.image_shape))
+                    init_state=init_state, abstract_state=abstract_state)

@@ -32,6 +32,17 @@ def _kernels_only(params):
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The configured optimizer; parameters under a top-level name in `config.freeze` get zero updates."""
+  tx = _base_optimizer(config, schedule)
+  frozen = tuple(config.freeze)
+  if not frozen:
+    return tx
+  labels = lambda params: {name: jax.tree.map(lambda _: "frozen" if name in frozen else "trained", subtree)
+                           for name, subtree in params.items()}
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
   opt = config.optimizer
   if opt.name == "sgd":
     # Coupled L2 (added to the gradient before momentum), as in the papers' SGD recipes.

@@ -97,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # From here on the workdir is written to.
   if is_chief:
     os.makedirs(workdir, exist_ok=True)
-  abstract_state = exp.abstract_state()
+  abstract_state = exp.abstract_state
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
   ckpt = checkpoint.Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
   start_step = ckpt.latest_step()
@@ -107,6 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     start_step = 0
     state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+    if config.init_from:
+      state = _start_from_pretrained(state, config.init_from, exp, state_sharding, is_chief)
   if is_chief:
     _write_json_atomically(os.path.join(workdir, CONFIG_FILE), config.to_dict())
     if resuming:
@@ -200,6 +202,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_chief:
     print(format_summary(config, dataset.name, summary, resumed_from=start_step), flush=True)
   return summary
+
+
+def _start_from_pretrained(state, path: str, exp, state_sharding, verbose: bool):
+  """Fine-tuning: pretrained arrays where path and shape match, fresh ones elsewhere, optimizer state anew."""
+  pretrained = checkpoint.load_variables(path)
+  params, fresh = checkpoint.merge_pretrained(jax.device_get(state.params), pretrained["params"])
+  batch_stats, _ = checkpoint.merge_pretrained(jax.device_get(state.batch_stats), pretrained["batch_stats"])
+  if verbose:
+    print(f"init_from {path}: {len(fresh)} parameter arrays kept their fresh initialisation"
+          + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""), flush=True)
+  state = state.replace(params=params, batch_stats=batch_stats,
+                        opt_state=exp.step_config.tx.init(params))
+  return jax.device_put(state, state_sharding)
 
 
 def format_summary(config, dataset_name: str, s: dict[str, Any], resumed_from: int = 0) -> str:

@@ -14,8 +14,11 @@ Bundled-data preset (AlexNet's stride-4 stem needs >= 63 px):
 from configs import base
 
 
+PRESETS = ("", "paper", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "paper", "digits"), "configs/alexnet.py")
+  base.check_preset(preset, PRESETS, "configs/alexnet.py")
   config = base.get_base_config()
   config.model.name = "alexnet_paper" if preset == "paper" else "alexnet"
   base.paper_imagenet(config, batch_size=128, num_epochs=90)

@@ -90,6 +90,16 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3  # the latest N are kept, plus the one with the best eval accuracy
   config.progress_bar = True
 
+  # --- fine-tuning ---------------------------------------------------------------------------------
+  # Start from pretrained variables: a training workdir (its latest checkpoint), a checkpoint step directory,
+  # or an .npz of variables (see cnn_flax.convert). Arrays whose path or shape differ (e.g. a classifier head
+  # for another number of classes) keep their fresh initialisation. Used only when the workdir has no
+  # checkpoint yet; a resume continues from the workdir's own checkpoint.
+  config.init_from = ""
+  # Top-level parameter names that get no updates, e.g. ("stem", "layer1") for ResNet; see
+  # `python -m cnn_flax.summary --model NAME` for the names. BatchNorm statistics of frozen layers still update.
+  config.freeze = ()
+
   config.seed = 0  # initialisation, data order and dropout all derive from it
   return config
 

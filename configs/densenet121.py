@@ -12,8 +12,11 @@ Bundled-data preset:
 from configs import base
 
 
+PRESETS = ("", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "digits"), "configs/densenet121.py")
+  base.check_preset(preset, PRESETS, "configs/densenet121.py")
   config = base.get_base_config()
   config.model.name = "densenet121"
   base.paper_imagenet(config, batch_size=256, num_epochs=90)

@@ -13,8 +13,11 @@ Bundled-data preset:
 from configs import base
 
 
+PRESETS = ("", "densenet40", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "densenet40", "digits"), "configs/densenet_bc_cifar.py")
+  base.check_preset(preset, PRESETS, "configs/densenet_bc_cifar.py")
   config = base.get_base_config()
   config.model.name = "densenet40" if preset == "densenet40" else "densenet_bc_100"
   config.dataset.name = "cifar10"

@@ -15,8 +15,11 @@ Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px):
 from configs import base
 
 
+PRESETS = ("", "bn", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "bn", "digits"), "configs/googlenet.py")
+  base.check_preset(preset, PRESETS, "configs/googlenet.py")
   config = base.get_base_config()
   config.model.name = "googlenet_bn" if preset == "bn" else "googlenet"
   base.paper_imagenet(config, batch_size=256, num_epochs=90)

@@ -13,12 +13,13 @@ subsampling, scaled tanh), with the same recipe.
 from configs import base
 
 
+PRESETS = ("", "paper")
+
+
 def get_config(preset: str = ""):
+  base.check_preset(preset, PRESETS, "configs/lenet5.py")
   config = base.get_base_config()
-  models = {"": "lenet5", "paper": "lenet5_paper"}
-  if preset not in models:
-    raise ValueError(f"unknown preset {preset!r} for configs/lenet5.py; choose one of: paper")
-  config.model.name = models[preset]
+  config.model.name = {"": "lenet5", "paper": "lenet5_paper"}[preset]
   config.dataset.name = "digits"
   config.dataset.image_size = 32
   # Random translations of up to 3 px: 1,442 tiny digits are memorised within a few epochs without them.

@@ -17,8 +17,11 @@ from configs import base
 WIDTHS = ("0.75", "0.5", "0.25")
 
 
+PRESETS = ("", *WIDTHS, "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", *WIDTHS, "digits"), "configs/mobilenet_v1.py")
+  base.check_preset(preset, PRESETS, "configs/mobilenet_v1.py")
   config = base.get_base_config()
   config.model.name = "mobilenet_v1"
   config.model.kwargs.width_multiplier = float(preset) if preset in WIDTHS else 1.0

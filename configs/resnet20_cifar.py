@@ -15,8 +15,11 @@ Bundled-data preset, runs on a laptop CPU:
 from configs import base
 
 
+PRESETS = ("", "plain", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "plain", "digits"), "configs/resnet20_cifar.py")
+  base.check_preset(preset, PRESETS, "configs/resnet20_cifar.py")
   config = base.get_base_config()
   config.model.name = "resnet20"
   if preset == "plain":

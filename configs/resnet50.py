@@ -14,8 +14,11 @@ Bundled-data preset:
 from configs import base
 
 
+PRESETS = ("", "v1", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "v1", "digits"), "configs/resnet50.py")
+  base.check_preset(preset, PRESETS, "configs/resnet50.py")
   config = base.get_base_config()
   config.model.name = "resnet50"
   if preset == "v1":

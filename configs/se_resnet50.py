@@ -12,8 +12,11 @@ Bundled-data preset:
 from configs import base
 
 
+PRESETS = ("", "digits")
+
+
 def get_config(preset: str = ""):
-  base.check_preset(preset, ("", "digits"), "configs/se_resnet50.py")
+  base.check_preset(preset, PRESETS, "configs/se_resnet50.py")
   config = base.get_base_config()
   config.model.name = "se_resnet50"
   base.paper_imagenet(config, batch_size=1024, num_epochs=100)

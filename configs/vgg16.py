@@ -15,8 +15,11 @@ Bundled-data preset (VGG's five poolings need >= 32 px):
 from configs import base
 
 
+PRESETS = ("", "bn", "digits")
+
+
 def get_config(preset: str = "", model: str = "vgg16", file: str = "configs/vgg16.py"):
-  base.check_preset(preset, ("", "bn", "digits"), file)
+  base.check_preset(preset, PRESETS, file)
   config = base.get_base_config()
   config.model.name = model + ("_bn" if preset == "bn" else "")
   base.paper_imagenet(config, batch_size=256, num_epochs=74)

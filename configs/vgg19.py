@@ -6,6 +6,8 @@
 """
 from configs import vgg16
 
+PRESETS = vgg16.PRESETS
+
 
 def get_config(preset: str = ""):
   return vgg16.get_config(preset, model="vgg19", file="configs/vgg19.py")

@@ -79,7 +79,7 @@ def test_jitted_steps_run_on_the_mesh(lenet_setup):
   exp, batch = lenet_setup
   mesh = parallel.make_mesh()
   rep, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  abstract = exp.abstract_state()
+  abstract = exp.abstract_state
   state_sharding = jax.tree.map(lambda _: rep, abstract)
   state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(0))
   train, _ = steps.make_jitted_steps(exp.step_config, state_sharding, sharded, rep, jnp.float32)

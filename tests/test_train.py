@@ -128,3 +128,37 @@ def test_host_augmentation_cannot_be_forced_on_device(tiny_config, tmp_path):
   tiny_config.augment.host = "random_resized_crop"
   with pytest.raises(UserError, match="on_device='yes' cannot apply the host augmentation"):
     trainer.train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_fine_tuning_replaces_the_head_and_freezes_stages(finished_run, tmp_path):
+  from tests.test_external_data import _make_folder
+  config, pretrained_dir, _ = finished_run
+  _make_folder(tmp_path / "images")
+  tuned = config.copy_and_resolve_references()
+  tuned.dataset.name, tuned.dataset.data_dir = "folder", str(tmp_path / "images")
+  tuned.batch_size = tuned.eval_batch_size = 4
+  tuned.num_train_steps = 3
+  tuned.init_from = pretrained_dir
+  tuned.freeze = ("c1", "c3")
+  trainer.train_and_evaluate(tuned, str(tmp_path / "run"))
+  before = checkpoint.load_variables(pretrained_dir)["params"]
+  after = checkpoint.load_variables(str(tmp_path / "run"))["params"]
+  for frozen in ("c1", "c3"):
+    np.testing.assert_array_equal(after[frozen]["kernel"], before[frozen]["kernel"])
+  assert not np.array_equal(after["f5"]["kernel"], before["f5"]["kernel"])  # trained from the pretrained value
+  assert after["output"]["kernel"].shape == (84, 2) and before["output"]["kernel"].shape == (84, 10)
+
+
+def test_freezing_a_layer_the_model_lacks_is_a_user_error(tiny_config, tmp_path):
+  tiny_config.freeze = ("layer1",)
+  with pytest.raises(UserError, match=r"config.freeze names \['layer1'\].*c1, c3, f5, f6, output"):
+    trainer.train_and_evaluate(tiny_config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_variables_round_trip_through_npz(finished_run, tmp_path):
+  _, workdir, _ = finished_run
+  variables = checkpoint.load_variables(workdir)
+  checkpoint.save_variables(str(tmp_path / "v.npz"), variables)
+  again = checkpoint.load_variables(str(tmp_path / "v.npz"))
+  np.testing.assert_array_equal(again["params"]["f6"]["bias"], variables["params"]["f6"]["bias"])
