@@ -28,8 +28,7 @@ def read_metrics(workdir):
     return [json.loads(line) for line in f]
 
 
-@pytest.fixture
-def tiny_config():
+def make_tiny_config():
   """LeNet-5 on the digits for a handful of steps: the fastest real training run."""
   from configs import lenet5
   config = lenet5.get_config()
@@ -42,3 +41,8 @@ def tiny_config():
   config.schedule.name = "constant"
   config.progress_bar = False
   return config
+
+
+@pytest.fixture
+def tiny_config():
+  return make_tiny_config()

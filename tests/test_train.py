@@ -8,7 +8,7 @@ import pytest
 
 from cnn_flax import checkpoint, evaluator, trainer
 from cnn_flax.errors import TrainingDiverged, UserError
-from tests.conftest import read_metrics
+from tests.conftest import make_tiny_config, read_metrics
 
 
 def _fingerprint(directory):
@@ -24,16 +24,7 @@ def _fingerprint(directory):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-  from configs import lenet5
-  config = lenet5.get_config()
-  config.num_train_steps = 12
-  config.batch_size = 32
-  config.eval_batch_size = 64
-  config.log_every_steps = 4
-  config.eval_every_steps = 6
-  config.checkpoint_every_steps = 6
-  config.schedule.name = "constant"
-  config.progress_bar = False
+  config = make_tiny_config()
   workdir = str(tmp_path_factory.mktemp("run"))
   return config, workdir, trainer.train_and_evaluate(config, workdir)
 
