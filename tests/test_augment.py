@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cnn_flax.data import augment
 
@@ -75,3 +76,28 @@ def test_mix_batch_is_the_identity_when_both_are_off():
   out, soft = augment.mix_batch(images, targets, jax.random.key(0))
   np.testing.assert_array_equal(out, images)
   np.testing.assert_array_equal(soft, targets)
+
+
+def _float_images():
+  return _images().astype(jnp.float32)
+
+
+@pytest.mark.parametrize("name, fn", [
+    ("crop", lambda key: augment.random_crop(_images(), key, 2)),
+    ("flip", lambda key: augment.random_flip(_images(), key)),
+    ("lighting", lambda key: augment.pca_lighting(_float_images(), key, 0.1)),
+    ("mixup", lambda key: augment.mixup(_float_images(), jnp.eye(8), key, 0.4)),
+    ("cutmix", lambda key: augment.cutmix(_float_images(), jnp.eye(8), key, 1.0)),
+    ("both", lambda key: augment.mix_batch(_float_images(), jnp.eye(8), key, mixup_alpha=0.2, cutmix_alpha=1.0)),
+])
+def test_device_augmentations_keep_shape_dtype_range_and_are_deterministic(name, fn):
+  first, again, other = fn(jax.random.key(7)), fn(jax.random.key(7)), fn(jax.random.key(8))
+  leaves = jax.tree.leaves(first)
+  images = leaves[0]
+  assert images.shape == _images().shape
+  assert images.dtype == (jnp.uint8 if name in ("crop", "flip") else jnp.float32)
+  if name != "lighting":  # crops, flips and convex mixes stay within the input's range
+    assert float(images.min()) >= 0 and float(images.max()) <= float(_images().max())
+  for a, b in zip(leaves, jax.tree.leaves(again)):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(leaves, jax.tree.leaves(other)))

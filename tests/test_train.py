@@ -3,6 +3,7 @@ import hashlib
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -153,3 +154,12 @@ def test_variables_round_trip_through_npz(finished_run, tmp_path):
   checkpoint.save_variables(str(tmp_path / "v.npz"), variables)
   again = checkpoint.load_variables(str(tmp_path / "v.npz"))
   np.testing.assert_array_equal(again["params"]["f6"]["bias"], variables["params"]["f6"]["bias"])
+
+
+def test_bfloat16_compute_trains_with_float32_parameters(tiny_config, tmp_path):
+  tiny_config.dtype = "bfloat16"
+  tiny_config.num_train_steps = 2
+  summary = trainer.train_and_evaluate(tiny_config, str(tmp_path))
+  assert math.isfinite(summary["eval/loss"])
+  params = checkpoint.load_variables(str(tmp_path))["params"]
+  assert all(np.asarray(p).dtype == np.float32 for p in jax.tree.leaves(params))

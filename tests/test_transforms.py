@@ -48,3 +48,13 @@ def test_eval_resize_then_centre_crop():
 def test_match_channels(have, want):
   out = transforms.match_channels(_image(5, 5, have), want)
   assert out.shape == (5, 5, want) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("fn", [
+    lambda rng: transforms.random_resized_crop(_image(), 24, rng),
+    lambda rng: transforms.scale_jitter_crop(_image(100, 150), 32, rng, scale=(40, 80)),
+])
+def test_random_host_transforms_are_deterministic_per_generator(fn):
+  a, b, c = fn(np.random.default_rng(1)), fn(np.random.default_rng(1)), fn(np.random.default_rng(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c) and a.dtype == np.uint8
