@@ -119,11 +119,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                                    exp.dtype)
   state_is_finite = jax.jit(lambda s: steps.all_finite(s.params))
 
-  def run_eval(with_predictions=False):
+  def run_eval():
     return evaluate(eval_step, state, eval_source, image_shape=dataset.image_shape,
                     global_batch_size=config.eval_batch_size, batch_sharding=batch_sharding,
-                    with_predictions=with_predictions, resize_to=config.dataset.eval_resize,
-                    num_workers=config.dataset.num_workers)
+                    resize_to=config.dataset.eval_resize, num_workers=config.dataset.num_workers)
 
   # --- Loop ------------------------------------------------------------------------------------------
   writer = metrics.MetricsWriter(workdir, enabled=is_chief)
@@ -155,6 +154,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   try:
     for step in range(start_step + 1, total_steps + 1):  # `step` = optimizer steps done after this one
+      # The previous step was dispatched asynchronously: the host prepares this batch while the device runs.
       batch = parallel.global_batch(next(train_iter), batch_sharding)
       state, step_metrics = train_step(state, batch, train_data)
       pending.append((step, step_metrics))
@@ -180,8 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if not bool(state_is_finite(state)):
           raise TrainingDiverged(f"the parameters became non-finite by step {step}; the last good checkpoint is "
                                  f"{last_saved} in {ckpt.directory}; lower config.optimizer.learning_rate")
-        ckpt.save(step, state, train_iter, config.to_dict(),
-                  {k: v for k, v in eval_result.items()} if eval_result else None)
+        ckpt.save(step, state, train_iter, config.to_dict(), eval_result)
         last_saved = step
       if is_last:
         final_eval = eval_result
