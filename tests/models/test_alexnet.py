@@ -1,6 +1,4 @@
 """AlexNet: published parameter counts, LRN placement, shapes, one real forward+backward."""
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,44 +7,15 @@ import pytest
 
 from cnn_flax import models
 from cnn_flax.models.layers import LocalResponseNorm
-
-# "rbg" keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU (test-local choice).
-RNGS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
-
-
-def abstract_variables(model, size, train=False):
-  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-
-
-def param_count(variables):
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
-
-
-def concrete_variables(model, x, train=False, seed=0):
-  """Variables with the model's shapes, filled on the host (LeCun-normal kernels, BN scale/var 1, bias/mean 0).
-
-  Compiling ``model.init`` costs seconds on this CPU (random number generation for every kernel); the
-  forward/backward tests need working values, not the initialisers, so they skip it.
-  """
-  abstract = jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean"):
-      return np.zeros(leaf.shape, leaf.dtype)
-    return (rng.standard_normal(leaf.shape) / np.sqrt(math.prod(leaf.shape[:-1]))).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def run_compiled(f, *args):
-  """jit-compiles ``f`` for ``args`` at XLA backend optimisation level 0 (same results, about half the compile
-  time on CPU, which dominates these tests) and runs it."""
-  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+from tests.models.model_testing import (
+  abstract_eval_output,
+  abstract_variables,
+  count_params,
+  host_variables,
+  init_apply_dtypes,
+  lrn_calls,
+  run_compiled,
+)
 
 
 @pytest.mark.parametrize("name,size,expected", [
@@ -55,7 +24,7 @@ def run_compiled(f, *args):
 ])
 def test_param_count_matches_published(name, size, expected):
   assert models.info(name).input_size == size
-  assert param_count(abstract_variables(models.create(name, num_classes=1000), size)) == expected
+  assert count_params(abstract_variables(models.create(name, num_classes=1000), size)["params"]) == expected
 
 
 def test_paper_groups_two_on_conv2_4_5_only():
@@ -73,9 +42,7 @@ def test_paper_groups_two_on_conv2_4_5_only():
                                        ("alexnet_paper", 227), ("alexnet_paper", 300)])
 def test_output_shape_at_several_resolutions(name, size):
   model = models.create(name, num_classes=7)
-  x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
-  out = jax.eval_shape(lambda x: model.apply(model.init(RNGS, x), x, train=False), x)
-  assert out.shape == (2, 7)
+  assert abstract_eval_output(model, size).shape == (2, 7)
 
 
 def test_paper_feature_map_sizes():
@@ -132,17 +99,7 @@ def test_paper_lrn_follows_relu_of_conv1_and_conv2_then_pool():
 
 
 def test_torchvision_alexnet_has_no_lrn():
-  model = models.create("alexnet", 1000)
-  lrn_calls = []
-
-  def intercept(next_fun, args, kwargs, context):
-    if isinstance(context.module, LocalResponseNorm):
-      lrn_calls.append(context.module.name)
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(intercept):
-    abstract_variables(model, 224)
-  assert lrn_calls == []
+  assert lrn_calls(models.create("alexnet", 1000), 224) == []
 
 
 @pytest.mark.parametrize("name,size", [("alexnet", 64), ("alexnet_paper", 67)])
@@ -160,7 +117,7 @@ def test_forward_backward_small(name, size):
     eval_logits = model.apply(variables, x, train=False)
     return value, grads, eval_logits
 
-  value, grads, eval_logits = run_compiled(run, concrete_variables(model, x), x)
+  value, grads, eval_logits = run_compiled(run, host_variables(model, x), x)
   assert eval_logits.shape == (2, 5) and np.isfinite(value)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     g = np.asarray(g)  # host-side checks: eager jnp ops would each compile
@@ -191,12 +148,6 @@ def test_paper_initialisation():
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_paper"])
 def test_bfloat16_compute_keeps_float32_params(name):
   model = models.create(name, num_classes=10, dtype=jnp.bfloat16)
-  x = jax.ShapeDtypeStruct((2, 227, 227, 3), jnp.float32)
-
-  def init_apply(x):
-    variables = model.init(RNGS, x, train=False)
-    return variables, model.apply(variables, x, train=False, rngs=RNGS, mutable=["batch_stats"])[0]
-
-  variables, out = jax.eval_shape(init_apply, x)
-  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-  assert {leaf.dtype for leaf in jax.tree.leaves(out)} == {jnp.dtype(jnp.bfloat16)}
+  param_dtypes, out_dtypes = init_apply_dtypes(model, 227, train=False)
+  assert param_dtypes == {jnp.dtype(jnp.float32)}
+  assert out_dtypes == {jnp.dtype(jnp.bfloat16)}

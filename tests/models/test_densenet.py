@@ -3,7 +3,6 @@
 Numeric checks compare tiny networks against a plain-numpy re-implementation of the paper's equations, using
 variables filled from numpy (no ``init`` compile) with random BN statistics so that BN is not an identity.
 """
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +10,15 @@ import pytest
 
 from cnn_flax.models import registry
 from cnn_flax.models.densenet import DenseLayer, DenseNet, Transition
+from tests.models.model_testing import (
+  abstract_intermediates,
+  abstract_variables,
+  batch_norm_settings,
+  count_params,
+  cross_entropy_step,
+  host_variables,
+  out_shape,
+)
 
 # Huang et al. 2017 / torchvision (1000 classes) and the paper's CIFAR models (10 classes); REFERENCE.md.
 PUBLISHED_PARAMS = {
@@ -22,47 +30,6 @@ PUBLISHED_PARAMS = {
     "densenet40": (10, 1_019_722),
 }
 EPS = 1e-5
-
-
-def abstract_variables(model, size):
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
-
-
-def count(tree):
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def filled_variables(model, x, seed=0):
-  """Variables with random values (random BN statistics too) without compiling ``init``."""
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      value = rng.uniform(0.5, 1.5, leaf.shape)
-    elif name in ("bias", "mean"):
-      value = rng.normal(0.0, 0.1, leaf.shape)
-    else:
-      value = rng.normal(0.0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def abstract_intermediates(model, size):
-  x = jnp.zeros((1, size, size, 3))
-  variables = abstract_variables(model, size)
-  _, state = jax.eval_shape(
-      lambda v: model.apply(v, x, train=False, capture_intermediates=True, mutable=["intermediates"]), variables)
-  return state["intermediates"]
-
-
-def out_shape(intermediates, *path):
-  node = intermediates
-  for key in path:
-    node = node[key]
-  return tuple(node["__call__"][0].shape)
 
 
 # ----- a numpy reference of the paper's composite functions (eval mode) -----
@@ -108,14 +75,14 @@ def test_param_count_matches_published(name):
   hash(model)  # hashable, so a training loop may pass it to jit as a static argument
   variables = abstract_variables(model, info.input_size)
   assert "batch_stats" in variables
-  assert count(variables["params"]) == expected
+  assert count_params(variables["params"]) == expected
 
 
 @pytest.mark.parametrize("bottleneck", [True, False])
 def test_dense_layer_is_pre_activation(bottleneck):
   layer = DenseLayer(growth_rate=4, bottleneck=bottleneck)
   x = jax.random.normal(jax.random.key(0), (2, 5, 5, 6))
-  variables = filled_variables(layer, x)
+  variables = host_variables(layer, x, random_bn=True)
   p, s = variables["params"], variables["batch_stats"]
   out = np.asarray(jax.jit(lambda v: layer.apply(v, x, train=False))(variables))
   assert out.shape == (2, 5, 5, 4)  # only the k new maps; the caller concatenates
@@ -134,7 +101,7 @@ def test_dense_layer_is_pre_activation(bottleneck):
 def test_transition_is_bn_relu_conv_then_avg_pool():
   transition = Transition(features=3)
   x = jax.random.normal(jax.random.key(0), (2, 6, 6, 7))
-  variables = filled_variables(transition, x)
+  variables = host_variables(transition, x, random_bn=True)
   out = np.asarray(jax.jit(lambda v: transition.apply(v, x, train=False))(variables))
   assert out.shape == (2, 3, 3, 3)
   expected = ref_transition(np.asarray(x), variables["params"], variables["batch_stats"])
@@ -148,7 +115,7 @@ def test_dense_connectivity_transitions_and_head(bottleneck, compression):
   model = DenseNet(block_sizes=(2, 2), growth_rate=4, num_init_features=6, bottleneck=bottleneck,
                    compression=compression, stem="cifar", num_classes=5)
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  variables = filled_variables(model, x)
+  variables = host_variables(model, x, random_bn=True)
   p, s = variables["params"], variables["batch_stats"]
   logits, state = jax.jit(lambda v: model.apply(v, x, train=False, capture_intermediates=True,
                                                 mutable=["intermediates"]))(variables)
@@ -208,26 +175,14 @@ def test_se_ratio_gates_each_dense_layer():
   for name in layers:
     assert se[name]["se"]["reduce"]["kernel"].shape == (8, 2)
     assert se[name]["se"]["expand"]["kernel"].shape == (2, 8)
-  assert count(se) - count(plain) == 5 * (8 * 2 + 2 + 2 * 8 + 8)
+  assert count_params(se) - count_params(plain) == 5 * (8 * 2 + 2 + 2 * 8 + 8)
 
 
 @pytest.mark.parametrize("name", ["densenet121", "densenet40"])
 @pytest.mark.parametrize("train", [False, True])
 def test_batch_norm_settings(name, train):
   # Every BatchNorm: Flax momentum 0.9 (PyTorch 0.1), torchvision's epsilon 1e-5, batch statistics only in training.
-  seen = []
-
-  def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
-      m = context.module
-      seen.append((m.momentum, m.epsilon, m.use_running_average))
-    return next_fun(*args, **kwargs)
-
-  model = registry.create(name, 10)
-  x = jnp.zeros((1, 32, 32, 3))
-  variables = abstract_variables(model, 32)
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda v: model.apply(v, x, train=train, mutable=["batch_stats"]), variables)
+  seen = batch_norm_settings(registry.create(name, 10), 32, train)
   # stem + two per bottleneck layer + transitions + norm5 / one per basic layer + transitions + norm5
   assert len(seen) == {"densenet121": 1 + 2 * 58 + 3 + 1, "densenet40": 36 + 2 + 1}[name]
   assert set(seen) == {(0.9, 1e-5, not train)}
@@ -236,7 +191,7 @@ def test_batch_norm_settings(name, train):
 def test_dropout_only_in_training():
   layer = DenseLayer(growth_rate=4, drop_rate=0.5)
   x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
-  variables = filled_variables(layer, x)
+  variables = host_variables(layer, x, random_bn=True)
   evaluate = jax.jit(lambda module, v: module.apply(v, x, train=False), static_argnums=0)
   np.testing.assert_array_equal(evaluate(layer, variables), evaluate(DenseLayer(growth_rate=4), variables))
   train = jax.jit(lambda v, key: layer.apply(v, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0])
@@ -250,18 +205,8 @@ def test_densenet40_forward_backward_small():
   model = registry.create("densenet40", 10, growth_rate=4, block_sizes=(4, 4, 4))
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   labels = jnp.array([2, 9])
-  variables = filled_variables(model, x)
-
-  @jax.jit
-  def step(params, batch_stats):
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-      loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
-      return loss, updates
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
-
-  (loss, updates), grads = step(variables["params"], variables["batch_stats"])
+  variables = host_variables(model, x, random_bn=True)
+  (loss, updates), grads = cross_entropy_step(model, variables, x, labels)
   assert np.isfinite(loss) and loss > 0
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   assert np.any(grads["conv0"]["kernel"] != 0)

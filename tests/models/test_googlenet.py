@@ -1,7 +1,6 @@
 """GoogLeNet: published counts with and without aux heads, aux heads only in training, structure, shapes,
 one real forward+backward of an Inception module and an aux head."""
 import functools
-import math
 
 import flax.linen as nn
 import jax
@@ -11,51 +10,21 @@ import pytest
 
 from cnn_flax import models
 from cnn_flax.models import googlenet as googlenet_lib
-from cnn_flax.models.layers import LocalResponseNorm
-
-# "rbg" keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU (test-local choice).
-RNGS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
-
-
-def abstract_variables(model, size, train=False):
-  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
+from tests.models.model_testing import (
+  RNGS,
+  abstract_variables,
+  count_params,
+  host_variables,
+  init_apply_dtypes,
+  lrn_calls,
+  run_compiled,
+)
 
 
 @functools.lru_cache(maxsize=None)
 def registered_variables(name, train):
   """Abstract variables of a registered model (1000 classes, 224 px); tracing GoogLeNet takes ~1 s, so cached."""
   return abstract_variables(models.create(name, num_classes=1000), 224, train=train)
-
-
-def param_count(variables):
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
-
-
-def concrete_variables(model, x, train=False, seed=0):
-  """Variables with the model's shapes, filled on the host (LeCun-normal kernels, BN scale/var 1, bias/mean 0).
-
-  Compiling ``model.init`` costs seconds on this CPU (random number generation for every kernel); the
-  forward/backward tests need working values, not the initialisers, so they skip it.
-  """
-  abstract = jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean"):
-      return np.zeros(leaf.shape, leaf.dtype)
-    return (rng.standard_normal(leaf.shape) / np.sqrt(math.prod(leaf.shape[:-1]))).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def run_compiled(f, *args):
-  """jit-compiles ``f`` for ``args`` at XLA backend optimisation level 0 (same results, about half the compile
-  time on CPU, which dominates these tests) and runs it."""
-  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
 
 
 @pytest.mark.parametrize("name,train,expected", [
@@ -65,7 +34,7 @@ def run_compiled(f, *args):
     ("googlenet_bn", True, 13_004_888),
 ])
 def test_param_count_matches_published(name, train, expected):
-  assert param_count(registered_variables(name, train)) == expected
+  assert count_params(registered_variables(name, train)["params"]) == expected
 
 
 @pytest.mark.parametrize("name", ["googlenet", "googlenet_bn"])
@@ -91,7 +60,7 @@ def test_aux_heads_present_in_training_absent_at_inference(name):
 def test_aux_logits_false_gives_plain_logits_in_training():
   model = models.create("googlenet", num_classes=10, aux_logits=False)
   variables = abstract_variables(model, 224, train=True)
-  assert param_count(variables) == 6_998_552 - 1000 * 1024 - 1000 + 10 * 1024 + 10
+  assert count_params(variables["params"]) == 6_998_552 - 1000 * 1024 - 1000 + 10 * 1024 + 10
   out = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, rngs=RNGS), variables,
                        jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32))
   assert out.shape == (2, 10)
@@ -133,18 +102,8 @@ def test_paper_vs_torchvision_structure():
   assert tv["inception3a"]["branch3"]["unit"]["conv"]["kernel"].shape == (3, 3, 16, 32)
   assert "bias" in paper["conv1"]["unit"]["conv"] and "bn" not in paper["conv1"]["unit"]
   assert "bias" not in tv["conv1"]["unit"]["conv"] and "bn" in tv["conv1"]["unit"]
-  lrns = []
-
-  def intercept(next_fun, args, kwargs, context):
-    if isinstance(context.module, LocalResponseNorm):
-      lrns.append(context.module.name)
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(intercept):
-    abstract_variables(models.create("googlenet", 1000), 224)
-    assert lrns == ["lrn1", "lrn2"]
-    abstract_variables(models.create("googlenet_bn", 1000), 224)
-    assert lrns == ["lrn1", "lrn2"]
+  assert lrn_calls(models.create("googlenet", 1000), 224) == ["lrn1", "lrn2"]
+  assert lrn_calls(models.create("googlenet_bn", 1000), 224) == []  # torchvision: BN instead of LRN
 
 
 @pytest.mark.parametrize("name,size,train", [("googlenet", 224, False), ("googlenet", 160, True),
@@ -168,7 +127,7 @@ def test_se_ratio_adds_se_to_every_inception_module():
     c = c1 + c3 + c5 + cp
     assert "se" in se[f"inception{name}"] and "se" not in plain[f"inception{name}"]
     added += c * (c // 16) + c // 16 + (c // 16) * c + c
-  assert param_count({"params": se}) - param_count({"params": plain}) == added
+  assert count_params(se) - count_params(plain) == added
 
 
 def _ceil_pool_reference(x, window, stride):
@@ -209,7 +168,7 @@ def test_forward_backward_inception_and_aux():
 
     return jax.value_and_grad(loss)(params)
 
-  value, grads = run_compiled(run, concrete_variables(model, x)["params"], x)
+  value, grads = run_compiled(run, host_variables(model, x)["params"], x)
   assert np.isfinite(value)
   assert grads["inception"]["branch3"]["unit"]["conv"]["kernel"].shape == (5, 5, 2, 4)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
@@ -219,12 +178,6 @@ def test_forward_backward_inception_and_aux():
 @pytest.mark.parametrize("name", ["googlenet", "googlenet_bn"])
 def test_bfloat16_compute_keeps_float32_params(name):
   model = models.create(name, num_classes=10, dtype=jnp.bfloat16)
-  x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-
-  def init_apply(x):
-    variables = model.init(RNGS, x, train=True)
-    return variables, model.apply(variables, x, train=True, rngs=RNGS, mutable=["batch_stats"])[0]
-
-  variables, out = jax.eval_shape(init_apply, x)
-  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-  assert {leaf.dtype for leaf in jax.tree.leaves(out)} == {jnp.dtype(jnp.bfloat16)}
+  param_dtypes, out_dtypes = init_apply_dtypes(model, 64, train=True)
+  assert param_dtypes == {jnp.dtype(jnp.float32)}
+  assert out_dtypes == {jnp.dtype(jnp.bfloat16)}

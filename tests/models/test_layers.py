@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cnn_flax.models.layers import ConvBN, DepthwiseSeparable, LocalResponseNorm, SqueezeExcite, adaptive_avg_pool
+from tests.models.model_testing import RNGS, run_compiled
 
-# "rbg" keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU (test-local choice).
-KEY = jax.random.key(0, impl="rbg")
+KEY = RNGS["params"]  # an "rbg" key: cheap to compile on CPU
 
 
 def init(layer, *args, **kwargs):
@@ -134,8 +134,7 @@ def test_depthwise_separable_structure_and_gradients():
     assert out.shape == (2, 4, 4, 10)
     return jnp.sum(out ** 2)
 
-  # Backend optimisation level 0: same results, about half XLA's compile time on CPU.
-  grads = jax.jit(jax.grad(loss)).lower(params).compile({"xla_backend_optimization_level": 0})(params)
+  grads = run_compiled(jax.grad(loss), params)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.abs(np.asarray(g)).max() > 0, path  # every parameter gets a gradient (checked on the host)
 

@@ -1,7 +1,5 @@
 """MobileNet v1: parameter counts for every width multiplier, the last depthwise stride, shapes, one real
 forward+backward at width 0.25 and 32 px."""
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,44 +9,14 @@ import pytest
 from cnn_flax import models
 from cnn_flax.models import mobilenet as mobilenet_lib
 from cnn_flax.models.layers import DepthwiseSeparable
-
-# "rbg" keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU (test-local choice).
-RNGS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
-
-
-def abstract_variables(model, size, train=False):
-  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-
-
-def param_count(variables):
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
-
-
-def concrete_variables(model, x, train=False, seed=0):
-  """Variables with the model's shapes, filled on the host (LeCun-normal kernels, BN scale/var 1, bias/mean 0).
-
-  Compiling ``model.init`` costs seconds on this CPU (random number generation for every kernel); the
-  forward/backward tests need working values, not the initialisers, so they skip it.
-  """
-  abstract = jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean"):
-      return np.zeros(leaf.shape, leaf.dtype)
-    return (rng.standard_normal(leaf.shape) / np.sqrt(math.prod(leaf.shape[:-1]))).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def run_compiled(f, *args):
-  """jit-compiles ``f`` for ``args`` at XLA backend optimisation level 0 (same results, about half the compile
-  time on CPU, which dominates these tests) and runs it."""
-  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+from tests.models.model_testing import (
+  abstract_eval_output,
+  abstract_variables,
+  count_params,
+  host_variables,
+  init_apply_dtypes,
+  train_and_eval,
+)
 
 
 def table1_count(alpha, num_classes=1000):
@@ -68,7 +36,7 @@ def table1_count(alpha, num_classes=1000):
     (0.25, 470_072, 0.47),
 ])
 def test_param_count_per_width_multiplier(alpha, exact, published_millions):
-  count = param_count(abstract_variables(models.create("mobilenet_v1", 1000, width_multiplier=alpha), 224))
+  count = count_params(abstract_variables(models.create("mobilenet_v1", 1000, width_multiplier=alpha), 224)["params"])
   assert count == exact == table1_count(alpha)
   assert round(count / 1e6, len(str(published_millions).split(".")[1])) == published_millions
 
@@ -108,9 +76,7 @@ def test_last_depthwise_conv_has_stride_1():
 @pytest.mark.parametrize("alpha,size", [(1.0, 224), (1.0, 160), (0.5, 128), (0.25, 32), (0.75, 97)])
 def test_output_shape_at_several_resolutions(alpha, size):
   model = models.create("mobilenet_v1", num_classes=11, width_multiplier=alpha)
-  x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
-  out = jax.eval_shape(lambda x: model.apply(model.init(RNGS, x), x, train=False), x)
-  assert out.shape == (2, 11)
+  assert abstract_eval_output(model, size).shape == (2, 11)
 
 
 def test_se_ratio_adds_se_in_every_block():
@@ -121,23 +87,13 @@ def test_se_ratio_adds_se_in_every_block():
     assert "se" in se[f"block{i}"] and "se" not in plain[f"block{i}"]
     c = se[f"block{i}"]["depthwise"]["conv"]["kernel"].shape[-1]  # SE acts on the depthwise output
     added += 2 * c * (c // 4) + c // 4 + c
-  assert param_count({"params": se}) - param_count({"params": plain}) == added
+  assert count_params(se) - count_params(plain) == added
 
 
 def test_forward_backward_width_025_at_32px():
   model = models.create("mobilenet_v1", num_classes=5, width_multiplier=0.25)
   x = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
-
-  def run(variables, x):
-    def loss(params):
-      logits, updates = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": jax.random.key(4, impl="rbg")})
-      return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[:, 1]), updates
-
-    (value, updates), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-    return value, grads, updates, model.apply(variables, x, train=False)
-
-  value, grads, updates, eval_logits = run_compiled(run, concrete_variables(model, x), x)
+  value, grads, updates, eval_logits = train_and_eval(model, host_variables(model, x), x, target=1)
   assert eval_logits.shape == (2, 5) and np.isfinite(value)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     g = np.asarray(g)  # host-side checks: eager jnp ops would each compile
@@ -149,12 +105,6 @@ def test_forward_backward_width_025_at_32px():
 @pytest.mark.parametrize("name", ["mobilenet_v1"])
 def test_bfloat16_compute_keeps_float32_params(name):
   model = models.create(name, num_classes=10, dtype=jnp.bfloat16)
-  x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-
-  def init_apply(x):
-    variables = model.init(RNGS, x, train=True)
-    return variables, model.apply(variables, x, train=True, rngs=RNGS, mutable=["batch_stats"])[0]
-
-  variables, out = jax.eval_shape(init_apply, x)
-  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-  assert {leaf.dtype for leaf in jax.tree.leaves(out)} == {jnp.dtype(jnp.bfloat16)}
+  param_dtypes, out_dtypes = init_apply_dtypes(model, 64, train=True)
+  assert param_dtypes == {jnp.dtype(jnp.float32)}
+  assert out_dtypes == {jnp.dtype(jnp.bfloat16)}

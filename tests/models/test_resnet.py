@@ -1,7 +1,7 @@
 """ResNets: exact parameter counts, shortcut/plain/stride/padding structure, one real training step.
 
 Counts and shapes use ``jax.eval_shape`` (tracing only, no compilation). Numeric checks run tiny networks whose
-variables are filled from numpy (``filled_variables``) rather than by ``init``: compiling threefry initialisers
+variables are filled from numpy (``host_variables``) rather than by ``init``: compiling threefry initialisers
 costs seconds on CPU; ``init`` itself is exercised on single blocks with a cheap ``rbg`` key.
 """
 
@@ -14,6 +14,15 @@ import pytest
 from cnn_flax.models import registry
 from cnn_flax.models.layers import ConvBN
 from cnn_flax.models.resnet import BasicBlock, BottleneckBlock, CifarResNet, ResNet, option_a_shortcut
+from tests.models.model_testing import (
+  abstract_intermediates,
+  abstract_variables,
+  batch_norm_settings,
+  count_params,
+  cross_entropy_step,
+  host_variables,
+  out_shape,
+)
 
 # He et al. 2016 / torchvision (1000 classes) and He et al. 2016 sec. 4.2 (10 classes); /work/shared/REFERENCE.md.
 PUBLISHED_PARAMS = {
@@ -28,28 +37,6 @@ PUBLISHED_PARAMS = {
     "resnet56": (10, 853_018),
     "resnet110": (10, 1_727_962),
 }
-
-
-def abstract_variables(model, size, channels=3):
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False))
-
-
-def filled_variables(model, x, seed=0):
-  """Variables of ``model`` with random values (random BN statistics too) without running ``init``."""
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      value = rng.uniform(0.5, 1.5, leaf.shape)
-    elif name in ("bias", "mean"):
-      value = rng.normal(0.0, 0.1, leaf.shape)
-    else:  # kernels: He-normal scale keeps activations O(1)
-      value = rng.normal(0.0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def zero_last_bn(params, last):
@@ -85,26 +72,6 @@ def scale_inits(model, size):
   return {path: np.asarray(init(jax.random.key(0), (3,))) for path, init in seen.items()}
 
 
-def count(tree):
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def abstract_intermediates(model, size):
-  """Output shapes of every submodule for one image of ``size`` pixels (tracing only)."""
-  x = jnp.zeros((1, size, size, 3))
-  variables = abstract_variables(model, size)
-  _, state = jax.eval_shape(
-      lambda v: model.apply(v, x, train=False, capture_intermediates=True, mutable=["intermediates"]), variables)
-  return state["intermediates"]
-
-
-def out_shape(intermediates, *path):
-  node = intermediates
-  for key in path:
-    node = node[key]
-  return tuple(node["__call__"][0].shape)
-
-
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
 def test_param_count_matches_published(name):
   num_classes, expected = PUBLISHED_PARAMS[name]
@@ -113,7 +80,7 @@ def test_param_count_matches_published(name):
   hash(model)  # hashable, so a training loop may pass it to jit as a static argument
   variables = abstract_variables(model, info.input_size)
   assert "batch_stats" in variables  # counted separately: running statistics are not trainable
-  assert count(variables["params"]) == expected
+  assert count_params(variables["params"]) == expected
 
 
 def test_registry_metadata():
@@ -128,7 +95,7 @@ def test_registry_metadata():
 def test_option_a_shortcuts_hold_no_parameters():
   residual = abstract_variables(registry.create("resnet20", 10), 32)["params"]
   plain = abstract_variables(registry.create("resnet20", 10, plain=True), 32)["params"]
-  assert count(residual) == count(plain) == 269_722
+  assert count_params(residual) == count_params(plain) == 269_722
   assert not any("downsample" in block for name, block in residual.items() if name.startswith("layer"))
 
 
@@ -141,7 +108,7 @@ def test_option_a_shortcut_subsamples_and_zero_pads():
 
 
 def _block_output(block, x, last, zero_branch=True):
-  variables = filled_variables(block, x)
+  variables = host_variables(block, x, random_bn=True)
   if zero_branch:
     zero_last_bn({"block": variables["params"]}, last)
   return apply_eval(block, variables, x)
@@ -159,7 +126,7 @@ def test_shortcut_is_added_to_the_block_output():
   # With a live branch: relu(shortcut + branch) for the residual block, relu(branch) for the plain one.
   for plain in (False, True):
     b = block.clone(plain=plain)
-    out, state = apply_eval(b, filled_variables(b, x), x, capture=True)
+    out, state = apply_eval(b, host_variables(b, x, random_bn=True), x, capture=True)
     branch = state["intermediates"]["conv_bn2"]["__call__"][0]
     shortcut = 0.0 if plain else option_a_shortcut(x, 32, 2)
     np.testing.assert_allclose(out, np.maximum(shortcut + branch, 0), rtol=1e-5, atol=1e-5)
@@ -181,7 +148,7 @@ def test_plain_network_has_no_path_around_the_branches():
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   for plain in (False, True):
     model = CifarResNet(stage_sizes=(1, 1, 1), plain=plain)
-    variables = filled_variables(model, x)
+    variables = host_variables(model, x, random_bn=True)
     zero_last_bn(variables["params"], "conv_bn2")
     logits = apply_eval(model, variables, x)
     if plain:
@@ -195,7 +162,7 @@ def test_plain_imagenet_resnet_drops_projection_shortcuts():
   assert not any("downsample" in block for name, block in params.items() if name.startswith("layer"))
   # torchvision's three projections (conv 1x1 + BN) in stages 2-4 are the only difference.
   projections = sum(c_in * c_out + 2 * c_out for c_in, c_out in [(64, 128), (128, 256), (256, 512)])
-  assert count(params) == 11_689_512 - projections
+  assert count_params(params) == 11_689_512 - projections
 
 
 # ----- zero-init, stride placement, padding, shapes -----
@@ -257,7 +224,7 @@ def test_stem_uses_pytorch_symmetric_padding():
   # and (0, 1) on these even sizes and sample different pixels.
   model = ResNet(stage_sizes=(1, 1, 1, 1), num_filters=8, num_classes=10)
   x = jax.random.normal(jax.random.key(0), (1, 16, 16, 3))
-  variables = filled_variables(model, x)
+  variables = host_variables(model, x, random_bn=True)
   zero_last_bn(variables["params"], "conv_bn2")
   _, state = apply_eval(model, variables, x, capture=True)
   inter = state["intermediates"]
@@ -279,19 +246,7 @@ def test_stem_uses_pytorch_symmetric_padding():
 @pytest.mark.parametrize("train", [False, True])
 def test_batch_norm_settings(name, train):
   # Every BatchNorm: Flax momentum 0.9 (PyTorch 0.1), torchvision's epsilon 1e-5, batch statistics only in training.
-  seen = []
-
-  def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
-      m = context.module
-      seen.append((m.momentum, m.epsilon, m.use_running_average))
-    return next_fun(*args, **kwargs)
-
-  model = registry.create(name, 10)
-  x = jnp.zeros((1, 32, 32, 3))
-  variables = abstract_variables(model, 32)
-  with nn.intercept_methods(record):
-    jax.eval_shape(lambda v: model.apply(v, x, train=train, mutable=["batch_stats"]), variables)
+  seen = batch_norm_settings(registry.create(name, 10), 32, train)
   assert len(seen) == {"resnet50": 1 + 3 * 16 + 4, "resnet20": 1 + 2 * 9}[name]  # stem + blocks + projections
   assert set(seen) == {(0.9, 1e-5, not train)}
 
@@ -308,18 +263,8 @@ def test_resnet20_forward_backward():
   model = registry.create("resnet20", 10)
   x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   labels = jnp.array([3, 7])
-  variables = filled_variables(model, x)
-
-  @jax.jit
-  def step(params, batch_stats):
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-      loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
-      return loss, updates
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
-
-  (loss, updates), grads = step(variables["params"], variables["batch_stats"])
+  variables = host_variables(model, x, random_bn=True)
+  (loss, updates), grads = cross_entropy_step(model, variables, x, labels)
   assert np.isfinite(loss) and loss > 0
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   assert np.any(grads["stem"]["conv"]["kernel"] != 0)  # gradient reaches the first layer

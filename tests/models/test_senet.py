@@ -6,6 +6,7 @@ import pytest
 
 from cnn_flax.models import registry, senet
 from cnn_flax.models.resnet import BasicBlock, BottleneckBlock, ResNet
+from tests.models.model_testing import abstract_variables, count_params, cross_entropy_step, host_variables
 
 # Hu et al. 2018, r=16, both SE dense layers with biases (1000 classes); /work/shared/REFERENCE.md.
 PUBLISHED_PARAMS = {
@@ -13,32 +14,6 @@ PUBLISHED_PARAMS = {
     "se_resnet101": 49_326_872,
     "se_resnet152": 66_821_848,
 }
-
-
-def abstract_variables(model, size):
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
-
-
-def count(tree):
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def filled_variables(model, x, seed=0):
-  """Variables with random values (random BN statistics too) without compiling ``init``."""
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      value = rng.uniform(0.5, 1.5, leaf.shape)
-    elif name in ("bias", "mean"):
-      value = rng.normal(0.0, 0.1, leaf.shape)
-    else:
-      value = rng.normal(0.0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
-    return jnp.asarray(value, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def capture(model, variables, x):
@@ -53,7 +28,7 @@ def test_param_count_matches_published(name):
   model = registry.create(name, 1000)
   hash(model)  # hashable, so a training loop may pass it to jit as a static argument
   variables = abstract_variables(model, 224)
-  assert count(variables["params"]) == PUBLISHED_PARAMS[name]
+  assert count_params(variables["params"]) == PUBLISHED_PARAMS[name]
 
 
 @pytest.mark.parametrize("depth", [50])  # 101 and 152 differ only in block counts (exact totals above)
@@ -72,8 +47,8 @@ def test_se_resnet_is_resnet_plus_one_gate_per_block(depth):
     assert block["se"]["reduce"]["bias"].shape == (channels // 16,)
     assert block["se"]["expand"]["kernel"].shape == (channels // 16, channels)
     assert block["se"]["expand"]["bias"].shape == (channels,)
-    expected_extra += count(block["se"])
-  assert count(se) == count(plain_resnet) + expected_extra
+    expected_extra += count_params(block["se"])
+  assert count_params(se) == count_params(plain_resnet) + expected_extra
 
 
 def test_se_resnet_defaults():
@@ -81,7 +56,7 @@ def test_se_resnet_defaults():
   assert isinstance(model, ResNet) and model.se_ratio == 16 and model.block is BottleneckBlock
   assert model.stride_on_3x3  # v1.5 (stated deviation); the authors' layout is stride_on_3x3=False
   v1 = registry.create("se_resnet50", 1000, stride_on_3x3=False)
-  assert count(abstract_variables(v1, 64)["params"]) == PUBLISHED_PARAMS["se_resnet50"]
+  assert count_params(abstract_variables(v1, 64)["params"]) == PUBLISHED_PARAMS["se_resnet50"]
 
 
 @pytest.mark.parametrize("block,last", [(BottleneckBlock(8, se_ratio=16), "conv_bn3"),
@@ -90,7 +65,7 @@ def test_se_gate_scales_the_branch_before_the_addition(block, last):
   # Zero the excitation layer: every gate is sigmoid(0) = 0.5. If SE scales the branch after its last BN and
   # before the identity is added, the block returns relu(x + 0.5 * bn_out) exactly.
   x = jax.random.normal(jax.random.key(0), (2, 5, 5, 32))
-  variables = filled_variables(block, x)
+  variables = host_variables(block, x, random_bn=True)
   expand = variables["params"]["se"]["expand"]
   expand["kernel"] = jnp.zeros_like(expand["kernel"])
   expand["bias"] = jnp.zeros_like(expand["bias"])
@@ -107,7 +82,7 @@ def test_se_gate_scales_the_branch_before_the_addition(block, last):
 def test_se_gate_is_per_channel_and_input_dependent():
   block = BottleneckBlock(8, se_ratio=16)
   x = jax.random.normal(jax.random.key(1), (2, 5, 5, 32))
-  variables = filled_variables(block, x, seed=3)
+  variables = host_variables(block, x, seed=3, random_bn=True)
   _, state = capture(block, variables, x)
   branch = np.asarray(state["intermediates"]["conv_bn3"]["__call__"][0])
   gated = np.asarray(state["intermediates"]["se"]["__call__"][0])
@@ -123,18 +98,8 @@ def test_se_resnet_forward_backward_small():
   model = registry.create("se_resnet50", 10, stage_sizes=(1, 1, 1, 1), num_filters=8)
   x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   labels = jnp.array([1, 4])
-  variables = filled_variables(model, x)
-
-  @jax.jit
-  def step(params, batch_stats):
-    def loss_fn(p):
-      logits, updates = model.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-      loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
-      return loss, updates
-    return jax.value_and_grad(loss_fn, has_aux=True)(params)
-
-  (loss, _), grads = step(variables["params"], variables["batch_stats"])
+  variables = host_variables(model, x, random_bn=True)
+  (loss, _), grads = cross_entropy_step(model, variables, x, labels)
   assert np.isfinite(loss) and loss > 0
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   for stage in range(1, 5):  # every SE gate receives gradient

@@ -1,6 +1,4 @@
 """VGG: published parameter counts of every configuration, structure, shapes, one real forward+backward."""
-import math
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,44 +8,15 @@ import pytest
 from cnn_flax import models
 from cnn_flax.models import vgg as vgg_lib
 from cnn_flax.models.layers import LocalResponseNorm
-
-# "rbg" keys: XLA's RngBitGenerator compiles several times faster than threefry on CPU (test-local choice).
-RNGS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
-
-
-def abstract_variables(model, size, train=False):
-  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  return jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-
-
-def param_count(variables):
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables["params"]))
-
-
-def concrete_variables(model, x, train=False, seed=0):
-  """Variables with the model's shapes, filled on the host (LeCun-normal kernels, BN scale/var 1, bias/mean 0).
-
-  Compiling ``model.init`` costs seconds on this CPU (random number generation for every kernel); the
-  forward/backward tests need working values, not the initialisers, so they skip it.
-  """
-  abstract = jax.eval_shape(lambda x: model.init(RNGS, x, train=train), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ("scale", "var"):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ("bias", "mean"):
-      return np.zeros(leaf.shape, leaf.dtype)
-    return (rng.standard_normal(leaf.shape) / np.sqrt(math.prod(leaf.shape[:-1]))).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def run_compiled(f, *args):
-  """jit-compiles ``f`` for ``args`` at XLA backend optimisation level 0 (same results, about half the compile
-  time on CPU, which dominates these tests) and runs it."""
-  return jax.jit(f).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
+from tests.models.model_testing import (
+  abstract_eval_output,
+  abstract_variables,
+  count_params,
+  host_variables,
+  init_apply_dtypes,
+  run_compiled,
+  train_and_eval,
+)
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -66,7 +35,7 @@ def test_param_count_matches_published(name, expected):
   model = models.create(name, num_classes=1000)
   assert isinstance(model, vgg_lib.VGG)
   assert models.info(name).input_size == 224
-  assert param_count(abstract_variables(model, 224)) == expected
+  assert count_params(abstract_variables(model, 224)["params"]) == expected
 
 
 @pytest.mark.parametrize("name,weight_layers", [("vgg11", 11), ("vgg13", 13), ("vgg16_c", 16), ("vgg16", 16),
@@ -122,9 +91,7 @@ def test_a_lrn_normalises_relu_of_first_conv_only():
 @pytest.mark.parametrize("name,size", [("vgg16", 224), ("vgg16", 32), ("vgg19_bn", 160), ("vgg16_c", 256)])
 def test_output_shape_at_several_resolutions(name, size):
   model = models.create(name, num_classes=10)
-  x = jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32)
-  out = jax.eval_shape(lambda x: model.apply(model.init(RNGS, x), x, train=False), x)
-  assert out.shape == (2, 10)
+  assert abstract_eval_output(model, size).shape == (2, 10)
 
 
 def test_forward_backward_small():
@@ -132,17 +99,8 @@ def test_forward_backward_small():
   model = vgg_lib.VGG(stages=(((8, 3),), ((16, 3), (16, 1)), ((16, 3),)), batch_norm=True, lrn=True,
                       num_classes=4, classifier_width=16)
   x = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
-
-  def run(variables, x):
-    def loss(params):
-      logits, updates = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": jax.random.key(4, impl="rbg")})
-      return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[:, 0]), updates
-
-    (value, updates), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-    return value, grads, updates, variables, model.apply(variables, x, train=False)
-
-  value, grads, updates, variables, eval_logits = run_compiled(run, concrete_variables(model, x), x)
+  variables = host_variables(model, x)
+  value, grads, updates, eval_logits = train_and_eval(model, variables, x, target=0)
   assert eval_logits.shape == (2, 4) and np.isfinite(value)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     g = np.asarray(g)  # host-side checks: eager jnp ops would each compile
@@ -154,19 +112,13 @@ def test_forward_backward_small():
 def test_vgg11_real_forward_at_32px():
   model = models.create("vgg11", num_classes=10, classifier_width=64)
   x = jax.random.normal(jax.random.key(5), (1, 32, 32, 3))
-  logits = run_compiled(lambda v, x: model.apply(v, x, train=False), concrete_variables(model, x), x)
+  logits = run_compiled(lambda v, x: model.apply(v, x, train=False), host_variables(model, x), x)
   assert logits.shape == (1, 10) and np.all(np.isfinite(np.asarray(logits)))
 
 
 @pytest.mark.parametrize("name", ["vgg11_lrn", "vgg16_bn"])
 def test_bfloat16_compute_keeps_float32_params(name):
   model = models.create(name, num_classes=10, dtype=jnp.bfloat16)
-  x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-
-  def init_apply(x):
-    variables = model.init(RNGS, x, train=False)
-    return variables, model.apply(variables, x, train=False, rngs=RNGS, mutable=["batch_stats"])[0]
-
-  variables, out = jax.eval_shape(init_apply, x)
-  assert {leaf.dtype for leaf in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
-  assert {leaf.dtype for leaf in jax.tree.leaves(out)} == {jnp.dtype(jnp.bfloat16)}
+  param_dtypes, out_dtypes = init_apply_dtypes(model, 64, train=False)
+  assert param_dtypes == {jnp.dtype(jnp.float32)}
+  assert out_dtypes == {jnp.dtype(jnp.bfloat16)}
