@@ -29,5 +29,5 @@ def get_config(preset: str = ""):
   config.schedule.name, config.schedule.decay_at = "step", (0.5, 0.75)
   config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 100, 3910, 3910  # 5 epochs
   if preset == "digits":
-    base.use_bundled_digits(config, image_size=32, num_epochs=10, batch_size=64, learning_rate=0.1)
+    base.use_bundled_digits(config, image_size=32, num_epochs=3, batch_size=64, learning_rate=0.1)
   return config

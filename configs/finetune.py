@@ -11,8 +11,9 @@ Your images, from ImageNet weights converted from torchvision (see "Importing pr
 
 On the bundled digits, from the main LeNet-5 job (run `python train.py --config configs/lenet5.py` first):
   python train.py --config configs/finetune.py:digits
-  fine-tunes runs/lenet5 with the convolutions frozen (only f5, f6 and the output layer train).
-  Expected (measured here, 2-core CPU): MEASURED
+  fine-tunes runs/lenet5 with the convolutions frozen (only f5, f6 and the output layer train; the classes are
+  the same, so no layer starts fresh here). Expected (measured here, 2-core CPU): 110 steps in 22 s wall,
+  99.15% test accuracy (the starting point had 99.15% too; loss 0.0351 -> 0.0342).
 """
 from configs import base
 

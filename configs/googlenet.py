@@ -29,5 +29,5 @@ def get_config(preset: str = ""):
   config.optimizer.momentum, config.optimizer.weight_decay = 0.9, 2e-4
   config.schedule.name = "cosine"
   if preset == "digits":
-    base.use_bundled_digits(config, image_size=96, num_epochs=6, batch_size=64, learning_rate=0.02)
+    base.use_bundled_digits(config, image_size=96, num_epochs=4, batch_size=64, learning_rate=0.02)
   return config

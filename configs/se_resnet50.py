@@ -25,5 +25,5 @@ def get_config(preset: str = ""):
   config.optimizer.momentum, config.optimizer.weight_decay = 0.9, 1e-4
   config.schedule.name, config.schedule.decay_at = "step", (0.3, 0.6, 0.9)
   if preset == "digits":
-    base.use_bundled_digits(config, image_size=32, num_epochs=10, batch_size=64, learning_rate=0.05)
+    base.use_bundled_digits(config, image_size=32, num_epochs=4, batch_size=64, learning_rate=0.1)
   return config
