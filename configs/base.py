@@ -117,6 +117,8 @@ def use_bundled_digits(config: ml_collections.ConfigDict, *, image_size: int, nu
   config.dataset.train_split, config.dataset.eval_split = "train", "test"
   config.dataset.image_size = image_size
   config.dataset.eval_resize = 0
+  config.dataset.num_workers = 0  # 1,797 small images: worker processes would cost more than they save
+  config.dataset.on_device = "auto"
   config.augment.host = "none"
   config.augment.crop_padding = max(1, round(image_size * 3 / 32))
   config.augment.flip = False  # mirrored digits are other shapes

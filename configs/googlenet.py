@@ -8,7 +8,7 @@ Paper recipe (needs ImageNet prepared, see the README):
   averages parameters (Polyak); here a cosine schedule over 90 epochs and no averaging.
   Expected (published): 10.07% top-5 error, one model, one crop.
 
-Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px):
+Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px; trains googlenet_bn, see get_config):
   python train.py --config configs/googlenet.py:digits
   Expected (measured here, 2-core CPU): MEASURED
 """
@@ -29,5 +29,8 @@ def get_config(preset: str = ""):
   config.optimizer.momentum, config.optimizer.weight_decay = 0.9, 2e-4
   config.schedule.name = "cosine"
   if preset == "digits":
+    # The paper's network (no BatchNorm) stays at chance level in a CPU-sized run (measured here: 88 steps at
+    # 0.02, eval accuracy 10.1% throughout); the digits preset trains torchvision's BN variant.
+    config.model.name = "googlenet_bn"
     base.use_bundled_digits(config, image_size=96, num_epochs=4, batch_size=64, learning_rate=0.02)
   return config
