@@ -30,7 +30,7 @@ class JpegSource:
     from PIL import Image
     rng = np.random.default_rng(seed)
     self.blobs = []
-    for i in range(n):
+    for _ in range(n):
       # Smooth random images compress like photos do (noise would make JPEGs unrealistically large).
       small = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
       buffer = io.BytesIO()

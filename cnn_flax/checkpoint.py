@@ -131,8 +131,8 @@ def load_variables(path: str) -> dict[str, Any]:
 def merge_pretrained(fresh: Any, pretrained: Any) -> tuple[Any, list[str]]:
   """Takes each array from `pretrained` where its path and shape match `fresh`; keeps the fresh one elsewhere
   (e.g. a classifier head for another number of classes). Returns the merged tree and the kept-fresh paths."""
-  from flax import traverse_util
   import numpy as np
+  from flax import traverse_util
   flat_fresh = traverse_util.flatten_dict(fresh, sep="/")
   flat_pre = traverse_util.flatten_dict(pretrained, sep="/") if pretrained else {}
   merged, fresh_paths = {}, []

@@ -10,8 +10,8 @@ import os
 import sys
 from typing import Callable
 
-from absl import flags, logging
 import ml_collections
+from absl import flags, logging
 
 from cnn_flax.errors import TrainingDiverged, UserError
 

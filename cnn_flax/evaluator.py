@@ -141,12 +141,12 @@ def format_report(model: str, dataset: str, split: str, step: int, result: dict[
            f"loss {result['eval/loss']:.4f}  examples {result['eval/num_examples']}",
            "", "per-class accuracy:"]
   width = max(len(str(n)) for n in class_names)
-  for name, acc, total in zip(class_names, per_class, confusion.sum(1)):
+  for name, acc, total in zip(class_names, per_class, confusion.sum(1), strict=True):
     lines.append(f"  {str(name):>{width}}  {100 * acc:6.2f}%  ({total} examples)")
   if len(class_names) <= 20:  # a confusion matrix wider than a screen is for the CSV file only
     lines += ["", "confusion matrix (rows: true, columns: predicted):"]
     cell = max(3, len(str(confusion.max())) + 1)
     lines.append(" " * (width + 2) + "".join(f"{str(n)[:cell - 1]:>{cell}}" for n in class_names))
-    for name, row in zip(class_names, confusion):
+    for name, row in zip(class_names, confusion, strict=True):
       lines.append(f"  {str(name):>{width}}" + "".join(f"{v:>{cell}}" for v in row))
   return "\n".join(lines)

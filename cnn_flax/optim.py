@@ -37,7 +37,8 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) 
   frozen = tuple(config.freeze)
   if not frozen:
     return tx
-  labels = lambda params: {name: jax.tree.map(lambda _: "frozen" if name in frozen else "trained", subtree)
+  labels = lambda params: {name: jax.tree.map(lambda _, label="frozen" if name in frozen else "trained": label,
+                                             subtree)
                            for name, subtree in params.items()}
   return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 

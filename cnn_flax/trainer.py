@@ -137,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if not pending:
       return
     host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host):
+    for (s, _), m in zip(pending, host, strict=True):
       if not math.isfinite(float(m["loss"])):
         raise TrainingDiverged(
             f"the training loss became non-finite ({float(m['loss'])}) at step {s}; the last good checkpoint "

@@ -14,7 +14,6 @@ Bundled-data preset (AlexNet's stride-4 stem needs >= 63 px):
 """
 from configs import base
 
-
 PRESETS = ("", "paper", "digits")
 
 

@@ -12,7 +12,6 @@ Bundled-data preset:
 """
 from configs import base
 
-
 PRESETS = ("", "digits")
 
 

@@ -14,7 +14,6 @@ Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px; trains go
 """
 from configs import base
 
-
 PRESETS = ("", "bn", "digits")
 
 

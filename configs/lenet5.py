@@ -12,7 +12,6 @@ subsampling, scaled tanh), with the same recipe.
 """
 from configs import base
 
-
 PRESETS = ("", "paper")
 
 

@@ -15,7 +15,6 @@ Bundled-data preset, runs on a laptop CPU:
 """
 from configs import base
 
-
 PRESETS = ("", "plain", "digits")
 
 

@@ -13,7 +13,6 @@ Bundled-data preset:
 """
 from configs import base
 
-
 PRESETS = ("", "v1", "digits")
 
 

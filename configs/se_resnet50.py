@@ -11,7 +11,6 @@ Bundled-data preset:
 """
 from configs import base
 
-
 PRESETS = ("", "digits")
 
 

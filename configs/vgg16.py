@@ -14,7 +14,6 @@ Bundled-data preset (VGG's five poolings need >= 32 px; trains vgg16_bn, see get
 """
 from configs import base
 
-
 PRESETS = ("", "bn", "digits")
 
 

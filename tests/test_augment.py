@@ -15,7 +15,7 @@ def test_random_crop_is_a_translation_with_zero_fill():
   images = _images()
   out = augment.random_crop(images, jax.random.key(0), padding=2)
   assert out.shape == images.shape and out.dtype == jnp.uint8
-  for before, after in zip(np.asarray(images), np.asarray(out)):
+  for before, after in zip(np.asarray(images), np.asarray(out), strict=True):
     matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                if np.array_equal(np.roll(np.pad(before, ((2, 2), (2, 2), (0, 0))), (dy, dx), (0, 1))[2:-2, 2:-2],
                                  after)]
@@ -34,9 +34,9 @@ def test_random_crop_is_deterministic_per_key_and_varies_across_keys():
 def test_random_flip_mirrors_some_images_only():
   images = _images()
   out = np.asarray(augment.random_flip(images, jax.random.key(0)))
-  flipped = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, np.asarray(images))]
-  kept = [np.array_equal(o, i) for o, i in zip(out, np.asarray(images))]
-  assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)
+  flipped = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, np.asarray(images), strict=True)]
+  kept = [np.array_equal(o, i) for o, i in zip(out, np.asarray(images), strict=True)]
+  assert all(f or k for f, k in zip(flipped, kept, strict=True)) and any(flipped) and any(kept)
 
 
 def test_no_augmentation_is_the_identity():
@@ -98,6 +98,6 @@ def test_device_augmentations_keep_shape_dtype_range_and_are_deterministic(name,
   assert images.dtype == (jnp.uint8 if name in ("crop", "flip") else jnp.float32)
   if name != "lighting":  # crops, flips and convex mixes stay within the input's range
     assert float(images.min()) >= 0 and float(images.max()) <= float(_images().max())
-  for a, b in zip(leaves, jax.tree.leaves(again)):
+  for a, b in zip(leaves, jax.tree.leaves(again), strict=True):
     np.testing.assert_array_equal(a, b)
-  assert any(not np.array_equal(a, b) for a, b in zip(leaves, jax.tree.leaves(other)))
+  assert any(not np.array_equal(a, b) for a, b in zip(leaves, jax.tree.leaves(other), strict=True))

@@ -119,7 +119,7 @@ def test_two_processes_match_one_process(one_device_run, tmp_path):
         [sys.executable, "train.py", "--config", "configs/lenet5.py", "--workdir", str(tmp_path), *TINY],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
   outputs = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
+  for p, (_, err) in zip(procs, outputs, strict=True):
     assert p.returncode == 0, err
   one = [r for r in read_metrics(workdir) if "train/loss" in r]
   two = [r for r in read_metrics(str(tmp_path)) if "train/loss" in r]

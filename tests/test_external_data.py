@@ -56,7 +56,7 @@ def test_training_on_a_mocked_tfds_dataset(mock_tfds, tiny_config, tmp_path):
 def _make_folder(root, sizes=((20, 30), (40, 25)), modes=("RGB", "L")):
   rng = np.random.default_rng(0)
   for split, n in (("train", 6), ("test", 3)):
-    for c, cls in enumerate(("cat", "dog")):
+    for cls in ("cat", "dog"):
       os.makedirs(root / split / cls, exist_ok=True)
       for i in range(n):
         h, w = sizes[i % len(sizes)]

@@ -72,7 +72,7 @@ def test_resume_after_a_stop_continues_steps_and_metrics_exactly(finished_run, t
   assert summary["step"] == 12
   resumed, straight = read_metrics(str(tmp_path)), read_metrics(straight_dir)
   assert [r["step"] for r in resumed] == [r["step"] for r in straight]
-  for a, b in zip(resumed, straight):
+  for a, b in zip(resumed, straight, strict=True):
     assert a.keys() == b.keys()
     for key in a:
       if key != "train/images_per_sec":

@@ -10,7 +10,6 @@ a temporary directory and renames it at the end: an interrupted conversion leave
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -97,7 +96,8 @@ def load_folder(root: str, image_size: int, channels: int = 3) -> Dataset:
     files = _list_split(root, split, classes)
     if not files:
       continue
-    target = os.path.join(cache, f"{split}-{image_size}x{image_size}x{channels}-{_fingerprint(files, image_size, channels)}")
+    fingerprint = _fingerprint(files, image_size, channels)
+    target = os.path.join(cache, f"{split}-{image_size}x{image_size}x{channels}-{fingerprint}")
     if not os.path.exists(os.path.join(target, "labels.npy")):
       _convert(files, image_size, channels, target)
     splits[split] = ArraySource(np.load(os.path.join(target, "images.npy"), mmap_mode="r"),

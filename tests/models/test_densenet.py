@@ -147,7 +147,7 @@ def test_imagenet_stage_shapes_at_224(name, k, stem, transitions, final):
   tree = abstract_intermediates(registry.create(name, 1000), 224)
   assert out_shape(tree, "stem") == (1, 112, 112, stem)
   assert out_shape(tree, "denseblock1_denselayer1") == (1, 56, 56, k)
-  for i, (channels, size) in enumerate(zip(transitions, [28, 14, 7]), start=1):
+  for i, (channels, size) in enumerate(zip(transitions, [28, 14, 7], strict=True), start=1):
     assert out_shape(tree, f"transition{i}") == (1, size, size, channels)
   assert out_shape(tree, "norm5") == (1, 7, 7, final)
   assert out_shape(tree) == (1, 1000)

@@ -207,7 +207,7 @@ def test_stage_output_shapes_at_224(name, widths):
   tree = abstract_intermediates(registry.create(name, 1000), 224)
   assert out_shape(tree, "stem") == (1, 112, 112, 64)
   blocks = {"resnet18": [2, 2, 2, 2], "resnet50": [3, 4, 6, 3]}[name]
-  for stage, (n, width, size) in enumerate(zip(blocks, widths, [56, 28, 14, 7]), start=1):
+  for stage, (n, width, size) in enumerate(zip(blocks, widths, [56, 28, 14, 7], strict=True), start=1):
     assert out_shape(tree, f"layer{stage}_{n - 1}") == (1, size, size, width)
   assert out_shape(tree) == (1, 1000)
 
@@ -215,7 +215,7 @@ def test_stage_output_shapes_at_224(name, widths):
 def test_cifar_stage_output_shapes():
   tree = abstract_intermediates(registry.create("resnet56", 10), 32)
   assert out_shape(tree, "stem") == (1, 32, 32, 16)
-  for stage, (width, size) in enumerate(zip([16, 32, 64], [32, 16, 8]), start=1):
+  for stage, (width, size) in enumerate(zip([16, 32, 64], [32, 16, 8], strict=True), start=1):
     assert out_shape(tree, f"layer{stage}_8") == (1, size, size, width)
 
 
