@@ -24,6 +24,8 @@ TINY = ["--config.num_train_steps=8", "--config.batch_size=32", "--config.eval_b
     ([], "--config is required"),
     (["--config", "configs/lenet5.py", "--config.dataset.name=cifar10", "--config.dataset.data_dir=/nonexistent"],
      "is not prepared in '/nonexistent'; prepare it with `tfds build cifar10 --file_format=array_record"),
+    (["--config", "configs/resnet20_cifar.py", "--config.dataset.data_dir=/nonexistent"],
+     "or train the same model on the bundled data: --config configs/resnet20_cifar.py:digits"),
 ])
 def test_user_errors_exit_2_with_one_line_and_no_traceback(args, message, tmp_path):
   result = run_script("train.py", *args, "--workdir", str(tmp_path / "w"))
