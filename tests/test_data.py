@@ -106,3 +106,25 @@ def test_pipeline_resizes_records_of_another_size():
   source = datasets.ArraySource(np.full((3, 8, 8, 1), 200, np.uint8), np.arange(3))
   batch = next(pipeline.eval_batches(source, image_shape=(16, 16, 1), global_batch_size=4))
   assert batch["image"].shape == (4, 16, 16, 1) and batch["image"][0].min() == 200
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_index_feed_walks_the_record_feeds_order(processes):
+  n = 103  # not a multiple of the batch: global batches straddle epoch boundaries
+  source = datasets.ArraySource(np.zeros((n, 1, 1, 1), np.uint8), np.arange(n))
+  records = pipeline.train_iterator(source, image_shape=(1, 1, 1), local_batch_size=20, seed=3)
+  indices = [pipeline.index_iterator(n, local_batch_size=20 // processes, seed=3, process_index=p,
+                                     process_count=processes) for p in range(processes)]
+  for _ in range(12):
+    np.testing.assert_array_equal(np.concatenate([next(it)["index"] for it in indices]), next(records)["label"])
+
+
+def test_index_feed_state_round_trip():
+  it = pipeline.index_iterator(103, local_batch_size=20, seed=3)
+  for _ in range(7):
+    next(it)
+  state = it.get_state()
+  expected = next(it)["index"]
+  fresh = pipeline.index_iterator(103, local_batch_size=20, seed=3)
+  fresh.set_state(state)
+  np.testing.assert_array_equal(next(fresh)["index"], expected)
