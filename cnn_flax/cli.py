@@ -13,7 +13,7 @@ from typing import Callable
 import ml_collections
 from absl import flags, logging
 
-from cnn_flax.errors import TrainingDiverged, UserError
+from cnn_flax.errors import TrainingDiverged, TrainingStopped, UserError
 
 EXIT_USER_ERROR = 2
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,8 @@ def run_user_command(fn: Callable[[], object]) -> None:
   """Runs an entry point's work; a UserError ends it with one line and exit code 2, no traceback.
 
   A diverged run also ends with its one-line message (which names the step and the last good
-  checkpoint), but with exit code 1: it is not a mistake in the command.
+  checkpoint), but with exit code 1: it is not a mistake in the command. So does a run stopped by SIGTERM,
+  after saving the checkpoint that the same command resumes from.
   """
   from cnn_flax.data.datasets import DatasetNotPrepared
   try:
@@ -102,4 +103,7 @@ def run_user_command(fn: Callable[[], object]) -> None:
     fail(str(e))
   except TrainingDiverged as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
+  except TrainingStopped as e:
+    print(f"stopped: {e}", file=sys.stderr, flush=True)
     sys.exit(1)

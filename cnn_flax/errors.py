@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class TrainingDiverged(Exception):
   """The loss (or the parameters) became non-finite; the message names the step and the last good checkpoint."""
+
+
+class TrainingStopped(Exception):
+  """The run was asked to stop (SIGTERM: preemption, a scheduler) and saved a checkpoint to resume from."""

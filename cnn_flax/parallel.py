@@ -82,3 +82,31 @@ def configure_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser("~/.cache/cnn_flax/jax"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+class StopSignal:
+  """Turns SIGTERM (preemption, `scancel`, `kill`) into a request to checkpoint and stop at a step boundary.
+
+  With several processes the request is shared: every process stops at the same step once any one of them
+  got the signal. That check is a collective, so the trainer asks only where it syncs with the host anyway.
+  """
+
+  def __init__(self):
+    import signal
+    import threading
+    self._flag = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._flag.set())
+
+  def requested(self) -> bool:
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.array([self._flag.is_set()]))
+    return bool(np.any(flags))
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      import signal
+      signal.signal(signal.SIGTERM, self._previous)

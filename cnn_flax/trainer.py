@@ -19,7 +19,7 @@ import numpy as np
 from cnn_flax import checkpoint, experiment, metrics, parallel, steps
 from cnn_flax import config as config_lib
 from cnn_flax.data import pipeline
-from cnn_flax.errors import TrainingDiverged, UserError
+from cnn_flax.errors import TrainingDiverged, TrainingStopped, UserError
 from cnn_flax.evaluator import evaluate
 
 CONFIG_FILE = "config.json"
@@ -131,6 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   pending: list[tuple[int, dict[str, jax.Array]]] = []  # per-step metrics still on the device
   last_saved = start_step if ckpt.latest_step() is not None else None
   final_eval = None
+  stop_signal = parallel.StopSignal()
 
   def flush_train_metrics(step: int) -> None:
     """Fetches the metrics of the steps since the last flush (one host sync), checks them, logs their mean."""
@@ -168,7 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       is_last = step == total_steps
       do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
       do_save = is_last or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
-      if step % config.log_every_steps == 0 or do_eval or do_save:
+      do_log = step % config.log_every_steps == 0 or do_eval or do_save
+      # One process checks its own flag every step; several agree only where they sync anyway.
+      stopping = not is_last and (do_log or jax.process_count() == 1) and stop_signal.requested()
+      do_save = do_save or stopping
+      if do_log or stopping:
         flush_train_metrics(step)
       eval_result = None
       if do_eval:
@@ -182,9 +187,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                  f"{last_saved} in {ckpt.directory}; lower config.optimizer.learning_rate")
         ckpt.save(step, state, train_iter, config.to_dict(), eval_result)
         last_saved = step
+      if stopping:
+        raise TrainingStopped(f"SIGTERM received; saved a checkpoint of step {step} of {total_steps} in "
+                              f"{ckpt.directory}; rerun the same command to resume")
       if is_last:
         final_eval = eval_result
   finally:
+    stop_signal.restore()
     progress.close()
     ckpt.wait()
     writer.close()

@@ -148,3 +148,30 @@ def test_training_never_imports_tensorflow(tmp_path):
           "  assert not e.code, e.code\nassert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n")
   result = run_script("-c", code, str(tmp_path), *TINY)
   assert result.returncode == 0, result.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+
+  from tests.conftest import REPO_ROOT
+  args = ["train.py", "--config", "configs/lenet5.py", "--workdir", str(tmp_path), *TINY,
+          "--config.num_train_steps=1500", "--config.log_every_steps=10"]
+  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  metrics_file = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 120
+  while not (metrics_file.exists() and metrics_file.read_text().strip()) and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 1 and "Traceback" not in err, err
+  stopped_at = int(err.split("saved a checkpoint of step ")[1].split()[0])
+  assert 10 <= stopped_at < 1500
+  from cnn_flax import checkpoint
+  assert checkpoint.Checkpoints(str(tmp_path / "checkpoints"), read_only=True).latest_step() == stopped_at
+  assert read_metrics(str(tmp_path))[-1]["step"] == stopped_at  # the metrics up to the stop were flushed
+  result = run_script(*args)
+  assert result.returncode == 0 and f"step 1500/1500 (resumed at step {stopped_at})" in result.stdout
