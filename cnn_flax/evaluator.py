@@ -20,9 +20,10 @@ def evaluate(eval_step: Callable, state: Any, source, *, image_shape, global_bat
   """
   totals = None
   predictions, labels = [], []
-  for local in pipeline.eval_batches(source, image_shape=image_shape, global_batch_size=global_batch_size,
-                                     process_index=jax.process_index(), process_count=jax.process_count(),
-                                     resize_to=resize_to, num_workers=num_workers):
+  batches = pipeline.eval_batches(source, image_shape=image_shape, global_batch_size=global_batch_size,
+                                  process_index=jax.process_index(), process_count=jax.process_count(),
+                                  resize_to=resize_to, num_workers=num_workers)
+  for local in batches:
     batch = parallel.global_batch(local, batch_sharding)
     out = eval_step(state, batch)
     sums = {k: v for k, v in out.items() if k != "prediction"}
@@ -32,6 +33,7 @@ def evaluate(eval_step: Callable, state: Any, source, *, image_shape, global_bat
       mask = parallel.to_host(batch["mask"]).astype(bool)
       predictions.append(parallel.to_host(out["prediction"])[mask])
       labels.append(parallel.to_host(batch["label"])[mask])
+  batches.close()  # ends Grain's worker processes and frees their shared memory now, not at exit
   totals = jax.device_get(totals)
   count = int(totals["count"])
   result = {"eval/accuracy": float(totals["correct_sum"]) / count,

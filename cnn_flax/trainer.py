@@ -194,6 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         final_eval = eval_result
   finally:
     stop_signal.restore()
+    train_iter.close()  # ends Grain's worker processes, if any
     progress.close()
     ckpt.wait()
     writer.close()
