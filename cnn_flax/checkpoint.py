@@ -15,6 +15,9 @@ import jax
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "eval/accuracy"
+# Layout of a training workdir, shared by the trainer, the evaluator and fine-tuning.
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
 
 
 def _score(metrics: dict) -> float:
@@ -114,13 +117,13 @@ def load_variables(path: str) -> dict[str, Any]:
         node[leaf] = f[key]
     return {"params": tree.get("params", {}), "batch_stats": tree.get("batch_stats", {})}
   step_dir = path
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    manager = Checkpoints(os.path.join(path, "checkpoints"), read_only=True)
+  if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
+    manager = Checkpoints(os.path.join(path, CHECKPOINT_DIR), read_only=True)
     latest = manager.latest_step()
     manager.close()
     if latest is None:
       raise UserError(f"config.init_from={path!r} holds no checkpoint yet")
-    step_dir = os.path.join(path, "checkpoints", str(latest))
+    step_dir = os.path.join(path, CHECKPOINT_DIR, str(latest))
   if not os.path.isdir(os.path.join(step_dir, "state")):
     raise UserError(f"config.init_from={path!r} is neither a training workdir, a checkpoint step directory "
                     f"nor an .npz of variables")

@@ -66,11 +66,11 @@ def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = 
   import json
   import os
 
-  from cnn_flax import checkpoint, experiment
+  from cnn_flax import checkpoint, experiment, steps
   from cnn_flax import config as config_lib
   from cnn_flax.errors import UserError
 
-  config_path = os.path.join(workdir, "config.json")
+  config_path = os.path.join(workdir, checkpoint.CONFIG_FILE)
   if not os.path.exists(config_path):
     raise UserError(f"--workdir {workdir!r} holds no training run ({config_path} is missing); "
                     f"pass the workdir that train.py wrote")
@@ -78,15 +78,12 @@ def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = 
     config = config_lib.from_saved(json.load(f))
   split = split or config.dataset.eval_split
 
-  parallel.initialize_distributed()
-  parallel.configure_compilation_cache()
-  mesh = parallel.make_mesh()
-  parallel.local_batch_size(config.eval_batch_size, "eval_batch_size")
-  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  devices = parallel.start(config.eval_batch_size)
+  replicated, batch_sharding = devices.replicated, devices.batch_sharded
 
   exp = experiment.build(config)
   source = exp.dataset.split(split)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
   if not os.path.isdir(ckpt_dir):
     raise UserError(f"--workdir {workdir!r} has no checkpoints yet; train first")
   ckpt = checkpoint.Checkpoints(ckpt_dir, read_only=True)
@@ -104,7 +101,6 @@ def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = 
   shardings = jax.tree.map(lambda _: replicated, abstract)
   state = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, shardings))
   ckpt.close()
-  from cnn_flax import steps
   size, _, channels = exp.image_shape
   if ten_crop:
     resize_to = config.dataset.eval_resize or int(round(size / 0.875))

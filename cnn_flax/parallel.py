@@ -6,6 +6,7 @@ these shardings XLA inserts the gradient all-reduce, and BatchNorm statistics sp
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -35,6 +36,28 @@ def initialize_distributed() -> None:
                                process_id=int(os.environ["JAX_PROCESS_ID"]))
   elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
     jax.distributed.initialize()
+
+
+@dataclasses.dataclass(frozen=True)
+class Devices:
+  """The mesh and the two shardings every step uses."""
+  mesh: Mesh
+  replicated: NamedSharding  # parameters, optimizer state, scalars
+  batch_sharded: NamedSharding  # the global batch, split along DATA_AXIS
+
+
+def start(eval_batch_size: int, batch_size: int | None = None) -> Devices:
+  """Multi-host start-up, compilation cache and mesh; checks that the batches split over the devices.
+
+  `batch_size` (training) is checked only when given: evaluation may run on other devices than training.
+  """
+  initialize_distributed()
+  configure_compilation_cache()
+  mesh = make_mesh()
+  if batch_size is not None:
+    local_batch_size(batch_size)
+  local_batch_size(eval_batch_size, "eval_batch_size")
+  return Devices(mesh, replicated(mesh), batch_sharded(mesh))
 
 
 def make_mesh() -> Mesh:

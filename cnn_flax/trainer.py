@@ -22,8 +22,7 @@ from cnn_flax.data import pipeline
 from cnn_flax.errors import TrainingDiverged, TrainingStopped, UserError
 from cnn_flax.evaluator import evaluate
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE, CHECKPOINT_DIR = checkpoint.CONFIG_FILE, checkpoint.CHECKPOINT_DIR
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -70,12 +69,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   resuming = check_workdir(workdir, config)
 
   # --- Devices ---------------------------------------------------------------------------------
-  parallel.initialize_distributed()
-  parallel.configure_compilation_cache()
-  mesh = parallel.make_mesh()
+  devices = parallel.start(config.eval_batch_size, config.batch_size)
   local_batch = parallel.local_batch_size(config.batch_size)
-  parallel.local_batch_size(config.eval_batch_size, "eval_batch_size")
-  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  replicated, batch_sharding = devices.replicated, devices.batch_sharded
   is_chief = jax.process_index() == 0
 
   # --- Data, model, optimizer --------------------------------------------------------------------

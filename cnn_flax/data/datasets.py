@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cnn_flax.data import transforms
 from cnn_flax.errors import UserError
 
 BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "bundled")
@@ -65,14 +66,14 @@ def digits_split_mask(labels: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _digits_arrays(image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  from PIL import Image  # only needed when resizing
   with np.load(os.path.join(BUNDLED_DIR, "digits.npz")) as f:
     images, labels = f["images"], f["labels"]
   pixels = np.round(images.astype(np.float32) * (255.0 / 16.0)).astype(np.uint8)
   if image_size != pixels.shape[1]:
-    pixels = np.stack([np.asarray(Image.fromarray(p).resize((image_size, image_size), Image.BILINEAR))
-                       for p in pixels])
-  return pixels[..., None], labels.astype(np.int32)
+    pixels = np.stack([transforms.resize(p[..., None], image_size, image_size) for p in pixels])
+  else:
+    pixels = pixels[..., None]
+  return pixels, labels.astype(np.int32)
 
 
 def load_digits(image_size: int, data_dir: str = "") -> Dataset:
