@@ -1,6 +1,6 @@
 """Train a model: `python train.py --config configs/lenet5.py [--workdir runs/lenet5] [--config.FIELD=VALUE ...]`.
 
-Rerunning the same command resumes from the workdir's latest checkpoint. See configs/base.py for fields.
+Rerunning the same command resumes from the workdir's latest checkpoint. `python -m cnn_flax.schema` lists every field.
 """
 from absl import app, flags
 from ml_collections import config_flags

@@ -16,7 +16,6 @@ from absl import flags, logging
 from cnn_flax.errors import TrainingDiverged, TrainingStopped, UserError
 
 EXIT_USER_ERROR = 2
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fail(message: str) -> None:
@@ -26,16 +25,13 @@ def fail(message: str) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
   """An `app.run(flags_parser=...)` that reports every flag problem as a user error."""
-  # Config files import `configs.base`; make that work whatever the current directory is.
-  if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
   try:
     remaining = flags.FLAGS(argv)
   except flags.Error as e:
     fail(f"{_flag_message(e)} (see --helpshort for the flags)")
   except AttributeError as e:  # ml_collections: an override of a key the config does not have
     key = str(e).strip("\"'")
-    fail(f"unknown config key {key!r} in a --config.* override; check its spelling against configs/base.py")
+    fail(f"unknown config key {key!r} in a --config.* override; check its spelling against `python -m cnn_flax.schema`")
   except Exception as e:  # noqa: BLE001  any other failure while loading the config file is the user's to fix
     fail(f"could not load the config: {type(e).__name__}: {e}")
   if not flags.FLAGS["verbosity"].present:

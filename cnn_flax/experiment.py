@@ -11,8 +11,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnn_flax import models, optim, steps
-from cnn_flax.data import datasets, pipeline
+from cnn_flax import models, optim, schema, steps
+from cnn_flax.data import augment, datasets, pipeline
 from cnn_flax.errors import UserError
 
 
@@ -43,7 +43,7 @@ class Experiment:
 
 
 def _feed_on_device(config, dataset: datasets.Dataset, train_size: int, host_augment) -> bool:
-  """Whether the training split should live on the accelerator (see `dataset.on_device` in configs/base.py)."""
+  """Whether the training split should live on the accelerator (see `dataset.on_device` in cnn_flax/schema.py)."""
   if config.dataset.on_device != "auto":
     if config.dataset.on_device == "yes" and host_augment.policy != "none":
       raise UserError(f"config.dataset.on_device='yes' cannot apply the host augmentation "
@@ -71,10 +71,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
   step_config = steps.StepConfig(
       model=model, tx=optim.make_optimizer(config, schedule), mean=dataset.mean, std=dataset.std,
-      num_classes=dataset.num_classes, label_smoothing=config.label_smoothing,
-      aux_loss_weight=config.aux_loss_weight, seed=config.seed, crop_padding=config.augment.crop_padding,
-      flip=config.augment.flip, pca_lighting=config.augment.pca_lighting, mixup_alpha=config.augment.mixup_alpha,
-      cutmix_alpha=config.augment.cutmix_alpha)
+      num_classes=dataset.num_classes, seed=config.seed, loss=schema.settings(steps.LossConfig, config),
+      augment=schema.settings(augment.DeviceAugment, config.augment))
   host_augment = pipeline.HostAugment(config.augment.host, tuple(config.augment.area),
                                       tuple(config.augment.aspect), tuple(config.augment.scale))
   init_state = functools.partial(steps.init_state, step_config, dataset.image_shape)

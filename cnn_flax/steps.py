@@ -5,6 +5,7 @@ examples. Both take uint8 image batches and normalise on the device. Nothing her
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from cnn_flax.data import augment
+from cnn_flax.data.augment import DeviceAugment
 
 
 class TrainState(struct.PyTreeNode):
@@ -24,22 +25,27 @@ class TrainState(struct.PyTreeNode):
   opt_state: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """How the loss is formed (top-level config fields of the same names)."""
+  label_smoothing: float = 0.0
+  aux_loss_weight: float = 0.3  # auxiliary classifiers (GoogLeNet); 0 leaves them out of the loss
+
+
 @struct.dataclass
 class StepConfig:
-  """The static parts of a step: how to run the model and compute the loss (not part of the state)."""
+  """The static parts of a step: how to run the model, form the loss and augment (not part of the state).
+
+  Options are grouped (`loss`, `augment`), so that a new option is a field of its group, not of this class.
+  """
   model: nn.Module = struct.field(pytree_node=False)
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   mean: tuple = struct.field(pytree_node=False)
   std: tuple = struct.field(pytree_node=False)
   num_classes: int = struct.field(pytree_node=False)
-  label_smoothing: float = struct.field(pytree_node=False, default=0.0)
-  aux_loss_weight: float = struct.field(pytree_node=False, default=0.3)
   seed: int = struct.field(pytree_node=False, default=0)
-  crop_padding: int = struct.field(pytree_node=False, default=0)
-  flip: bool = struct.field(pytree_node=False, default=False)
-  pca_lighting: float = struct.field(pytree_node=False, default=0.0)
-  mixup_alpha: float = struct.field(pytree_node=False, default=0.0)
-  cutmix_alpha: float = struct.field(pytree_node=False, default=0.0)
+  loss: LossConfig = struct.field(pytree_node=False, default=LossConfig())
+  augment: DeviceAugment = struct.field(pytree_node=False, default=DeviceAugment())
 
 
 def normalize(images: jax.Array, mean, std, dtype) -> jax.Array:
@@ -95,21 +101,18 @@ def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array], 
   labels = batch["label"]
   # Keys derived from the seed and the step: a resumed run draws the same augmentations and dropout masks.
   keys = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), state.step), 4)
-  images = augment.augment_batch(batch["image"], keys[0], crop_padding=cfg.crop_padding, flip=cfg.flip)
-  images = augment.pca_lighting(images.astype(jnp.float32), keys[1], cfg.pca_lighting)
-  images = normalize(images, cfg.mean, cfg.std, dtype)
-  targets = jax.nn.one_hot(labels, cfg.num_classes)
-  images, targets = augment.mix_batch(images, targets, keys[2], mixup_alpha=cfg.mixup_alpha,
-                                      cutmix_alpha=cfg.cutmix_alpha)
+  images = normalize(cfg.augment.pixels(batch["image"], keys[0], keys[1]), cfg.mean, cfg.std, dtype)
+  images, targets = cfg.augment.mix(images, jax.nn.one_hot(labels, cfg.num_classes), keys[2])
 
   def loss_fn(params):
     outputs, updates = cfg.model.apply(_variables(state, params), images, train=True,
                                        rngs={"dropout": keys[3]}, mutable=["batch_stats"])
     logits, aux_logits = _split_outputs(outputs)
-    main_loss = soft_cross_entropy(logits, targets, cfg.label_smoothing).mean()
+    smoothing, aux_weight = cfg.loss.label_smoothing, cfg.loss.aux_loss_weight
+    main_loss = soft_cross_entropy(logits, targets, smoothing).mean()
     loss = main_loss
-    for aux in aux_logits if cfg.aux_loss_weight else ():
-      loss = loss + cfg.aux_loss_weight * soft_cross_entropy(aux, targets, cfg.label_smoothing).mean()
+    for aux in aux_logits if aux_weight else ():
+      loss = loss + aux_weight * soft_cross_entropy(aux, targets, smoothing).mean()
     return loss, (main_loss, logits, updates)
 
   grads, (main_loss, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)

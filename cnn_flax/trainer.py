@@ -7,19 +7,17 @@ earlier run's checkpoints or metrics.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
-from cnn_flax import checkpoint, experiment, metrics, parallel, steps
+from cnn_flax import checkpoint, experiment, loop, metrics, parallel, steps
 from cnn_flax import config as config_lib
 from cnn_flax.data import pipeline
-from cnn_flax.errors import TrainingDiverged, TrainingStopped, UserError
+from cnn_flax.errors import TrainingStopped, UserError
 from cnn_flax.evaluator import evaluate
 
 CONFIG_FILE, CHECKPOINT_DIR = checkpoint.CONFIG_FILE, checkpoint.CHECKPOINT_DIR
@@ -61,7 +59,23 @@ def _write_json_atomically(path: str, data: Any) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns the final summary."""
+  """Trains `config` in `workdir`, resuming from the workdir's latest checkpoint if it has one.
+
+  Usable from a notebook or script as well as through train.py: `config` is any config built from
+  `cnn_flax.schema.base_config()` (a recipe's `get_config()`, or your own), validated here before anything is
+  written.
+
+  Args:
+    config: the run's config.
+    workdir: where config.json, metrics.jsonl, TensorBoard events and checkpoints go (created if missing).
+  Returns:
+    The summary: `step`, `total_steps`, `wall_seconds`, `workdir`, `checkpoints`, `latest_step`, `best_step` and
+    the final evaluation (`eval/accuracy`, `eval/top5_accuracy`, `eval/loss`, `eval/num_examples`).
+  Raises:
+    UserError: the config, the workdir or the data cannot work (nothing was written).
+    TrainingDiverged: the loss or the parameters became non-finite (no diverged state was saved).
+    TrainingStopped: SIGTERM arrived; a checkpoint was saved and the same call resumes from it.
+  """
   wall_start = time.perf_counter()
 
   # --- Checks: config and workdir (nothing is written before these pass) -----------------------
@@ -114,79 +128,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step, eval_step = steps.make_jitted_steps(exp.step_config, state_sharding, batch_sharding, replicated,
                                                    exp.dtype)
   state_is_finite = jax.jit(lambda s: steps.all_finite(s.params))
-
-  def run_eval():
-    return evaluate(eval_step, state, eval_source, image_shape=dataset.image_shape,
-                    global_batch_size=config.eval_batch_size, batch_sharding=batch_sharding,
-                    resize_to=config.dataset.eval_resize, num_workers=config.dataset.num_workers)
+  evaluate_now = lambda state: _evaluate(eval_step, state, eval_source, config, dataset.image_shape,
+                                         batch_sharding)
 
   # --- Loop ------------------------------------------------------------------------------------------
   writer = metrics.MetricsWriter(workdir, enabled=is_chief)
   progress = metrics.Progress(total_steps, start_step, enabled=is_chief and config.progress_bar)
-  stopwatch = metrics.Stopwatch()
-  pending: list[tuple[int, dict[str, jax.Array]]] = []  # per-step metrics still on the device
-  last_saved = start_step if ckpt.latest_step() is not None else None
+  log = loop.TrainLog(writer, progress, schedule, ckpt.directory,
+                      last_saved=start_step if ckpt.latest_step() is not None else None)
   final_eval = None
   stop_signal = parallel.StopSignal()
-
-  def flush_train_metrics(step: int) -> None:
-    """Fetches the metrics of the steps since the last flush (one host sync), checks them, logs their mean."""
-    if not pending:
-      return
-    host = jax.device_get([m for _, m in pending])
-    for (s, _), m in zip(pending, host, strict=True):
-      if not math.isfinite(float(m["loss"])):
-        raise TrainingDiverged(
-            f"the training loss became non-finite ({float(m['loss'])}) at step {s}; the last good checkpoint "
-            f"is {'step ' + str(last_saved) if last_saved is not None else 'none'} in {ckpt.directory}; "
-            f"lower config.optimizer.learning_rate or add warmup")
-    row = {f"train/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
-    row["train/learning_rate"] = float(schedule(step - 1))
-    rate = stopwatch.rate()
-    if rate is not None:
-      row["train/images_per_sec"] = rate
-    writer.write(step, row)
-    progress.show(loss=row["train/loss"], **({"img/s": f"{rate:.0f}"} if rate else {}))
-    pending.clear()
-
   try:
     for step in range(start_step + 1, total_steps + 1):  # `step` = optimizer steps done after this one
       # The previous step was dispatched asynchronously: the host prepares this batch while the device runs.
       batch = parallel.global_batch(next(train_iter), batch_sharding)
       state, step_metrics = train_step(state, batch, train_data)
-      pending.append((step, step_metrics))
-      if step == start_step + 1:  # time throughput from after the first (compiling) step
-        jax.block_until_ready(step_metrics)
-        stopwatch.start()
-      else:
-        stopwatch.count(config.batch_size)
-      progress.advance()
+      log.add(step, step_metrics, config.batch_size, first=step == start_step + 1)
 
-      is_last = step == total_steps
-      do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
-      do_save = is_last or (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0)
-      do_log = step % config.log_every_steps == 0 or do_eval or do_save
-      # One process checks its own flag every step; several agree only where they sync anyway.
-      stopping = not is_last and (do_log or jax.process_count() == 1) and stop_signal.requested()
-      do_save = do_save or stopping
-      if do_log or stopping:
-        flush_train_metrics(step)
+      todo = loop.actions_at(step, total_steps, log_every=config.log_every_steps,
+                             eval_every=config.eval_every_steps, checkpoint_every=config.checkpoint_every_steps,
+                             process_count=jax.process_count())
+      stopping = todo.check_stop and stop_signal.requested()
+      if todo.log or stopping:
+        log.flush(step)
       eval_result = None
-      if do_eval:
-        eval_result = run_eval()
-        writer.write(step, eval_result)
-        progress.show(acc=f"{eval_result['eval/accuracy']:.4f}")
-        stopwatch.start()  # evaluation time is not training throughput
-      if do_save:
+      if todo.evaluate:
+        eval_result = evaluate_now(state)
+        log.evaluated(step, eval_result)
+      if todo.save or stopping:
         if not bool(state_is_finite(state)):
-          raise TrainingDiverged(f"the parameters became non-finite by step {step}; the last good checkpoint is "
-                                 f"{last_saved} in {ckpt.directory}; lower config.optimizer.learning_rate")
+          raise log.diverged_parameters(step)
         ckpt.save(step, state, train_iter, config.to_dict(), eval_result)
-        last_saved = step
+        log.last_saved = step
       if stopping:
         raise TrainingStopped(f"SIGTERM received; saved a checkpoint of step {step} of {total_steps} in "
                               f"{ckpt.directory}; rerun the same command to resume")
-      if is_last:
+      if step == total_steps:
         final_eval = eval_result
   finally:
     stop_signal.restore()
@@ -197,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # --- Summary ---------------------------------------------------------------------------------------
   if final_eval is None:  # nothing left to train: the workdir already holds the finished run
-    final_eval = run_eval()
+    final_eval = evaluate_now(state)
   ckpt.wait()
   summary = {"step": int(jax.device_get(state.step)), "total_steps": total_steps,
              "wall_seconds": time.perf_counter() - wall_start, "workdir": workdir,
@@ -207,6 +184,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_chief:
     print(format_summary(config, dataset.name, summary, resumed_from=start_step), flush=True)
   return summary
+
+
+def _evaluate(eval_step, state, eval_source, config, image_shape, batch_sharding) -> dict[str, Any]:
+  """The whole eval split, as `evaluator.evaluate` computes it for eval.py (same batches, same figures)."""
+  return evaluate(eval_step, state, eval_source, image_shape=image_shape, global_batch_size=config.eval_batch_size,
+                  batch_sharding=batch_sharding, resize_to=config.dataset.eval_resize,
+                  num_workers=config.dataset.num_workers)
 
 
 def _start_from_pretrained(state, path: str, exp, state_sharding, verbose: bool):

@@ -12,16 +12,16 @@ Bundled-data preset (AlexNet's stride-4 stem needs >= 63 px):
   Expected (measured here, 2-core CPU): 98.59% test accuracy after 15 epochs at 64 px (330 steps), 162 s wall
   with other jobs running.
 """
-from configs import base
+from cnn_flax import recipes, schema
 
 PRESETS = ("", "paper", "digits")
 
 
 def get_config(preset: str = ""):
-  base.check_preset(preset, PRESETS, "configs/alexnet.py")
-  config = base.get_base_config()
+  recipes.check_preset(preset, PRESETS, "configs/alexnet.py")
+  config = schema.base_config()
   config.model.name = "alexnet_paper" if preset == "paper" else "alexnet"
-  base.paper_imagenet(config, batch_size=128, num_epochs=90)
+  recipes.paper_imagenet(config, batch_size=128, num_epochs=90)
   if preset == "paper":
     config.dataset.image_size = 227
   config.augment.host, config.augment.scale = "scale_jitter", (256, 256)  # a random crop of the 256 image
@@ -30,6 +30,6 @@ def get_config(preset: str = ""):
   config.optimizer.momentum, config.optimizer.weight_decay = 0.9, 5e-4
   config.schedule.name, config.schedule.decay_at = "step", (1 / 3, 2 / 3)
   if preset == "digits":
-    base.use_bundled_digits(config, image_size=64, num_epochs=15, batch_size=64, learning_rate=0.01)
+    recipes.use_bundled_digits(config, image_size=64, num_epochs=15, batch_size=64, learning_rate=0.01)
     config.model.kwargs.classifier_width = 512
   return config

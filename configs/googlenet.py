@@ -13,16 +13,16 @@ Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px; trains go
   Expected (measured here, 2-core CPU): googlenet_bn, 99.15% test accuracy after 4 epochs at 96 px
   (88 steps), 156 s wall.
 """
-from configs import base
+from cnn_flax import recipes, schema
 
 PRESETS = ("", "bn", "digits")
 
 
 def get_config(preset: str = ""):
-  base.check_preset(preset, PRESETS, "configs/googlenet.py")
-  config = base.get_base_config()
+  recipes.check_preset(preset, PRESETS, "configs/googlenet.py")
+  config = schema.base_config()
   config.model.name = "googlenet_bn" if preset == "bn" else "googlenet"
-  base.paper_imagenet(config, batch_size=256, num_epochs=90)
+  recipes.paper_imagenet(config, batch_size=256, num_epochs=90)
   config.augment.host = "random_resized_crop"
   config.aux_loss_weight = 0.3
   config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.01
@@ -32,5 +32,5 @@ def get_config(preset: str = ""):
     # The paper's network (no BatchNorm) stays at chance level in a CPU-sized run (measured here: 88 steps at
     # 0.02, eval accuracy 10.1% throughout); the digits preset trains torchvision's BN variant.
     config.model.name = "googlenet_bn"
-    base.use_bundled_digits(config, image_size=96, num_epochs=4, batch_size=64, learning_rate=0.02)
+    recipes.use_bundled_digits(config, image_size=96, num_epochs=4, batch_size=64, learning_rate=0.02)
   return config

@@ -10,14 +10,14 @@ warm; 99.15% test accuracy (352 of 355). The `:paper` preset also reaches 99.15%
 Presets: `configs/lenet5.py:paper` trains `lenet5_paper`, the 1998 network (partial C3 table, trainable
 subsampling, scaled tanh), with the same recipe.
 """
-from configs import base
+from cnn_flax import recipes, schema
 
 PRESETS = ("", "paper")
 
 
 def get_config(preset: str = ""):
-  base.check_preset(preset, PRESETS, "configs/lenet5.py")
-  config = base.get_base_config()
+  recipes.check_preset(preset, PRESETS, "configs/lenet5.py")
+  config = schema.base_config()
   config.model.name = {"": "lenet5", "paper": "lenet5_paper"}[preset]
   config.dataset.name = "digits"
   config.dataset.image_size = 32

@@ -13,14 +13,14 @@ Bundled-data preset, runs on a laptop CPU:
   Expected (measured here, 2-core CPU): 98.87% test accuracy after 15 epochs (330 steps), 103 s wall
   with other jobs running on the machine.
 """
-from configs import base
+from cnn_flax import recipes, schema
 
 PRESETS = ("", "plain", "digits")
 
 
 def get_config(preset: str = ""):
-  base.check_preset(preset, PRESETS, "configs/resnet20_cifar.py")
-  config = base.get_base_config()
+  recipes.check_preset(preset, PRESETS, "configs/resnet20_cifar.py")
+  config = schema.base_config()
   config.model.name = "resnet20"
   if preset == "plain":
     config.model.kwargs.plain = True
@@ -33,5 +33,5 @@ def get_config(preset: str = ""):
   config.schedule.name, config.schedule.decay_at = "step", (0.5, 0.75)  # 32k and 48k of 64k
   config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 100, 2000, 4000
   if preset == "digits":
-    base.use_bundled_digits(config, image_size=32, num_epochs=15, batch_size=64, learning_rate=0.1)
+    recipes.use_bundled_digits(config, image_size=32, num_epochs=15, batch_size=64, learning_rate=0.1)
   return config

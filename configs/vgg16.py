@@ -13,16 +13,16 @@ Bundled-data preset (VGG's five poolings need >= 32 px; trains vgg16_bn, see get
   Expected (measured here, 2-core CPU): vgg16_bn, 99.15% test accuracy after 4 epochs (88 steps),
   310 s wall with other jobs running.
 """
-from configs import base
+from cnn_flax import recipes, schema
 
 PRESETS = ("", "bn", "digits")
 
 
 def get_config(preset: str = "", model: str = "vgg16", file: str = "configs/vgg16.py"):
-  base.check_preset(preset, PRESETS, file)
-  config = base.get_base_config()
+  recipes.check_preset(preset, PRESETS, file)
+  config = schema.base_config()
   config.model.name = model + ("_bn" if preset == "bn" else "")
-  base.paper_imagenet(config, batch_size=256, num_epochs=74)
+  recipes.paper_imagenet(config, batch_size=256, num_epochs=74)
   config.augment.host, config.augment.scale = "scale_jitter", (256, 512)
   config.augment.pca_lighting = 0.1
   config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.01
@@ -33,6 +33,6 @@ def get_config(preset: str = "", model: str = "vgg16", file: str = "configs/vgg1
     # here: 88 steps at 0.01, 40 steps at 0.05); the paper itself started D and E from a trained A. The digits
     # preset therefore trains the BN variant.
     config.model.name = model + "_bn"
-    base.use_bundled_digits(config, image_size=32, num_epochs=4, batch_size=64, learning_rate=0.02)
+    recipes.use_bundled_digits(config, image_size=32, num_epochs=4, batch_size=64, learning_rate=0.02)
     config.model.kwargs.classifier_width = 512  # fc6/fc7 of 4096 would hold 120M parameters for 10 digits
   return config

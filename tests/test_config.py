@@ -7,7 +7,6 @@ from cnn_flax.errors import UserError
 
 @pytest.mark.parametrize("field, value, message", [
     ("model.name", "resnet9000", "unknown model"),
-    ("dataset.name", "nope", "unknown dataset"),
     ("num_train_steps", -1, "must be >= 0"),
     ("batch_size", 0, "positive global batch size"),
     ("optimizer.name", "adagrad", "unknown optimizer"),

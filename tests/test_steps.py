@@ -67,7 +67,7 @@ class _AuxModel(nn.Module):
 @pytest.mark.parametrize("aux_weight", [0.0, 0.3])
 def test_auxiliary_logits_enter_the_loss_with_their_weight(aux_weight):
   cfg = steps.StepConfig(model=_AuxModel(), tx=optax.sgd(0.1), mean=(0.0,), std=(1.0,), num_classes=3,
-                         aux_loss_weight=aux_weight)
+                         loss=steps.LossConfig(aux_loss_weight=aux_weight))
   state = steps.init_state(cfg, (2, 2, 1), jax.random.key(0))
   batch = {"image": jnp.arange(8, dtype=jnp.uint8).reshape(2, 2, 2, 1), "label": jnp.array([0, 2])}
   new_state, _ = steps.train_step(cfg, state, batch)

@@ -5,6 +5,8 @@ normalisation that follows is unchanged.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -90,3 +92,26 @@ def mix_batch(images: jax.Array, targets: jax.Array, key: jax.Array, *, mixup_al
   if cutmix_alpha > 0:
     return cutmix(images, targets, mix_key, cutmix_alpha)
   return images, targets
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceAugment:
+  """The device augmentations a run uses (fields named as in the config section `augment`).
+
+  The train step calls `pixels` on the uint8 batch before normalisation and `mix` after it; a new augmentation
+  is a field here (and in `cnn_flax.schema`) plus its use in one of the two methods.
+  """
+  crop_padding: int = 0
+  flip: bool = False
+  pca_lighting: float = 0.0
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+
+  def pixels(self, images: jax.Array, geometry_key: jax.Array, colour_key: jax.Array) -> jax.Array:
+    """Random crop and flip (uint8), then PCA lighting; returns float32 images in pixel units."""
+    images = augment_batch(images, geometry_key, crop_padding=self.crop_padding, flip=self.flip)
+    return pca_lighting(images.astype(jnp.float32), colour_key, self.pca_lighting)
+
+  def mix(self, images: jax.Array, targets: jax.Array, key: jax.Array):
+    """Mixup / CutMix of normalised images and their one-hot targets."""
+    return mix_batch(images, targets, key, mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha)
