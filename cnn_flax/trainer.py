@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from cnn_flax import checkpoint, experiment, loop, metrics, parallel, steps
 from cnn_flax import config as config_lib
@@ -69,7 +70,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     config: the run's config.
     workdir: where config.json, metrics.jsonl, TensorBoard events and checkpoints go (created if missing).
   Returns:
-    The summary: `step`, `total_steps`, `wall_seconds`, `workdir`, `checkpoints`, `latest_step`, `best_step` and
+    The summary: `step`, `total_steps`, `wall_seconds`, `workdir`, `checkpoints`, `latest_step`, `best_step`,
+    `feed` ("device": the split lives on the accelerator; "host": Grain feeds records), `dtype` (compute) and
     the final evaluation (`eval/accuracy`, `eval/top5_accuracy`, `eval/loss`, `eval/num_examples`).
   Raises:
     UserError: the config, the workdir or the data cannot work (nothing was written).
@@ -179,6 +181,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {"step": int(jax.device_get(state.step)), "total_steps": total_steps,
              "wall_seconds": time.perf_counter() - wall_start, "workdir": workdir,
              "checkpoints": ckpt.directory, "latest_step": ckpt.latest_step(), "best_step": ckpt.best_step(),
+             # How the run was computed, for reports and tests: the feed and the compute dtype.
+             "feed": "device" if exp.on_device else "host", "dtype": np.dtype(exp.dtype).name,
              **final_eval}
   ckpt.close()
   if is_chief:
@@ -210,7 +214,7 @@ def format_summary(config, dataset_name: str, s: dict[str, Any], resumed_from: i
   resumed = f" (resumed at step {resumed_from})" if resumed_from else ""
   return "\n".join([
       f"Finished {config.model.name} on {dataset_name}: step {s['step']}/{s['total_steps']}{resumed}, "
-      f"{s['wall_seconds']:.1f} s wall",
+      f"{s['wall_seconds']:.1f} s wall ({s['dtype']} compute, {s['feed']} feed)",
       f"  {config.dataset.eval_split} accuracy {100 * s['eval/accuracy']:.2f}% "
       f"(top-5 {100 * s['eval/top5_accuracy']:.2f}%, loss {s['eval/loss']:.4f}) "
       f"on {s['eval/num_examples']} examples",
