@@ -63,8 +63,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   check(config.model.name in models.names(), "model.name",
         f"unknown model; choose one of: {', '.join(models.names())}")
-  check(config.dataset.name in datasets.names(), "dataset.name",
-        f"unknown dataset; choose one of: {', '.join(datasets.names())}")
+  check(datasets.is_known(config.dataset.name), "dataset.name", f"unknown dataset; choose one of: {datasets.choices()}")
   check(config.dataset.image_size >= 0, "dataset.image_size", "must be >= 0 (0 = the model's input size)")
   check(config.dataset.num_workers >= 0, "dataset.num_workers", "must be >= 0")
   check(config.augment.crop_padding >= 0, "augment.crop_padding", "must be >= 0 (0 = no random crop)")
