@@ -83,6 +83,11 @@ def _host_policies():
   return pipeline.HOST_POLICIES
 
 
+def _dataset_name(value):
+  from cnn_flax.data import datasets  # imports TFDS (about a second) only for a name nobody registered
+  return None if datasets.is_known(value) else f"unknown dataset; choose one of: {datasets.choices()}"
+
+
 def _parameter_names(value):
   ok = all(isinstance(name, str) and name for name in value)
   return None if ok else "must be a tuple of top-level parameter names, e.g. ('stem', 'layer1')"
@@ -104,7 +109,7 @@ FIELDS: tuple[Field, ...] = (
     # data
     F("dataset.name", "digits", "'digits' (bundled, offline), a TFDS image-classification name such as 'cifar10' "
       "(prepared once, see the README), or 'folder' (your images in data_dir/{train,test}/<class>/)",
-      lambda v: None if v else "must name a dataset", identity=True),
+      _dataset_name, identity=True),
     F("dataset.data_dir", "", "where prepared datasets live; '' = the dataset's default ($TFDS_DATA_DIR or "
       "~/tensorflow_datasets for TFDS), the root directory for 'folder'"),
     F("dataset.train_split", "train", "the split to train on", identity=True),

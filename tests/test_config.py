@@ -7,6 +7,7 @@ from cnn_flax.errors import UserError
 
 @pytest.mark.parametrize("field, value, message", [
     ("model.name", "resnet9000", "unknown model"),
+    ("dataset.name", "nope", "unknown dataset"),
     ("num_train_steps", -1, "must be >= 0"),
     ("batch_size", 0, "positive global batch size"),
     ("optimizer.name", "adagrad", "unknown optimizer"),
@@ -65,3 +66,11 @@ def test_saved_configs_gain_fields_added_later(tiny_config):
   del saved["augment"]
   restored = config_lib.from_saved(saved)
   assert restored.augment.crop_padding == 0 and restored.model.name == tiny_config.model.name
+
+
+def test_validate_accepts_any_tfds_dataset_name(tiny_config):
+  tiny_config.dataset.name = "oxford_flowers102"  # not registered: known through the TFDS catalogue
+  config_lib.validate(tiny_config)
+  tiny_config.dataset.name = "oxford_flowers_102"
+  with pytest.raises(UserError, match="or any prepared TFDS image-classification dataset by its TFDS name"):
+    config_lib.validate(tiny_config)

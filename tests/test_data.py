@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cnn_flax.data import datasets, pipeline
+from cnn_flax.data.digits import digits_split_mask
 from cnn_flax.errors import UserError
 
 
@@ -17,7 +18,7 @@ def test_digits_split_is_fixed_and_stratified(digits):
   assert (len(train), len(test)) == (1442, 355)
   labels = np.array([0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
   # Within each class, in file order, ranks 4, 9, ... are test examples.
-  np.testing.assert_array_equal(np.flatnonzero(datasets.digits_split_mask(labels)), [5, 11])
+  np.testing.assert_array_equal(np.flatnonzero(digits_split_mask(labels)), [5, 11])
   per_class_all = np.bincount(np.concatenate([train.labels, test.labels]))
   np.testing.assert_array_equal(np.bincount(test.labels), per_class_all // 5)
   assert digits.image_shape == (32, 32, 1) and train[0]["image"].dtype == np.uint8

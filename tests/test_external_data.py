@@ -70,6 +70,9 @@ def test_image_folder_is_converted_once_and_reused(tmp_path, monkeypatch):
   dataset = datasets.load("folder", 16, str(tmp_path), channels=3)
   assert dataset.class_names == ("cat", "dog") and len(dataset.split("train")) == 12
   assert len(dataset.split("test")) == 6 and dataset.split("train")[0]["image"].shape == (16, 16, 3)
+  pixels = np.asarray(dataset.split("train").images, np.float64).reshape(-1, 3)
+  np.testing.assert_allclose(dataset.mean, pixels.mean(0), rtol=1e-10)
+  np.testing.assert_allclose(dataset.std, pixels.std(0), rtol=1e-10)
   from cnn_flax.data import folder
   monkeypatch.setattr(folder, "_convert", lambda *a: pytest.fail("converted again"))
   again = datasets.load("folder", 16, str(tmp_path), channels=3)

@@ -1,165 +1,100 @@
-"""Dataset registry: every dataset is a set of random-access splits with one record format.
+"""The dataset registry: a name, a loader, and one record format for every dataset.
 
-A split is a "data source" in the Grain / `tfds.data_source` sense: `len(source)` and `source[i]` returning
-`{"image": uint8 array (H, W, C), "label": int}`. The bundled `digits` dataset is such a source built from a
-vendored file; TFDS datasets are read with `tfds.data_source` (array_record), which needs no TensorFlow.
+Each source module (`digits`, `folder`, `tfds_source`) registers its datasets on import, and
+`cnn_flax/data/__init__.py` imports them all, so `from cnn_flax.data import datasets` sees every dataset.
+Besides fixed names, a *catalogue* can claim names it knows: TFDS registers one, so any TFDS
+image-classification dataset loads by its TFDS name without being listed here.
+
+`Dataset`, `ArraySource` and `DatasetNotPrepared` live in `base` and are re-exported for callers.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
-from typing import Any, Sequence
+from typing import Callable, Protocol
 
-import numpy as np
-
-from cnn_flax.data import transforms
+from cnn_flax.data.base import ArraySource, Dataset, DatasetNotPrepared
 from cnn_flax.errors import UserError
 
-BUNDLED_DIR = os.path.join(os.path.dirname(__file__), "bundled")
+__all__ = ["ArraySource", "Catalogue", "Dataset", "DatasetNotPrepared", "choices", "is_known", "load", "names",
+           "register", "register_catalogue"]
+
+
+class Loader(Protocol):
+  def __call__(self, *, image_size: int, data_dir: str, channels: int) -> Dataset: ...
 
 
 @dataclasses.dataclass(frozen=True)
-class Dataset:
-  """A dataset's splits plus what the model and the normalisation need to know about it."""
-  name: str
-  num_classes: int
-  image_shape: tuple[int, int, int]  # (H, W, C) of the records the sources return
-  mean: tuple[float, ...]  # per channel, in pixel units (0..255), of the training split
-  std: tuple[float, ...]
-  splits: dict[str, Any]  # split name -> random-access source
-  class_names: tuple[str, ...]
-
-  def split(self, name: str):
-    if name not in self.splits:
-      raise UserError(f"dataset {self.name!r} has no split {name!r}; its splits are: {', '.join(self.splits)}")
-    return self.splits[name]
+class Catalogue:
+  """Datasets an outside library knows by name (TFDS), loaded without registering each one."""
+  description: str  # completes "choose one of: <names>, or ..." in error messages
+  knows: Callable[[str], bool]  # whether `name` is in the catalogue (need not be prepared)
+  load: Callable[..., Dataset]  # load(name, *, image_size, data_dir, channels)
 
 
-class ArraySource:
-  """A random-access source over in-memory arrays (the bundled data, or small datasets on the host)."""
-
-  def __init__(self, images: np.ndarray, labels: np.ndarray):
-    assert images.dtype == np.uint8 and images.ndim == 4 and len(images) == len(labels)
-    self.images, self.labels = images, labels
-
-  def __len__(self) -> int:
-    return len(self.images)
-
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    return {"image": self.images[index], "label": int(self.labels[index])}
-
-  def __repr__(self) -> str:  # Grain puts sources in its checkpoint/debug output; keep it short
-    return f"ArraySource(n={len(self)}, shape={self.images.shape[1:]})"
+_LOADERS: dict[str, Loader] = {}
+_CATALOGUES: list[Catalogue] = []
 
 
-# --- bundled digits -----------------------------------------------------------------------------
+def register(name: str, loader: Loader) -> None:
+  """Makes `load(name, ...)` call `loader(image_size=..., data_dir=..., channels=...)`.
 
-def digits_split_mask(labels: np.ndarray) -> np.ndarray:
-  """True for test examples: within each class, in file order, every fifth example (ranks 4, 9, ...)."""
-  test = np.zeros(len(labels), bool)
-  for c in np.unique(labels):
-    members = np.flatnonzero(labels == c)
-    test[members[4::5]] = True
-  return test
-
-
-@functools.lru_cache(maxsize=4)
-def _digits_arrays(image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  with np.load(os.path.join(BUNDLED_DIR, "digits.npz")) as f:
-    images, labels = f["images"], f["labels"]
-  pixels = np.round(images.astype(np.float32) * (255.0 / 16.0)).astype(np.uint8)
-  if image_size != pixels.shape[1]:
-    pixels = np.stack([transforms.resize(p[..., None], image_size, image_size) for p in pixels])
-  else:
-    pixels = pixels[..., None]
-  return pixels, labels.astype(np.int32)
+  Args:
+    name: the dataset's name in configs (`config.dataset.name`); registering a name twice is an error.
+    loader: returns the `Dataset`; it may ignore arguments that do not apply to it (the bundled digits ignore
+      `data_dir`), and raises `UserError` (or `DatasetNotPrepared`) for data it cannot find or read.
+  """
+  if name in _LOADERS:
+    raise ValueError(f"dataset {name!r} is registered twice")
+  _LOADERS[name] = loader
 
 
-def load_digits(image_size: int, data_dir: str = "") -> Dataset:
-  del data_dir  # bundled with the package
-  images, labels = _digits_arrays(image_size or 32)
-  test = digits_split_mask(labels)
-  train_images = images[~test]
-  return Dataset(
-      name="digits", num_classes=10, image_shape=images.shape[1:],
-      mean=(float(train_images.mean()),), std=(float(train_images.std()),),
-      splits={"train": ArraySource(train_images, labels[~test]), "test": ArraySource(images[test], labels[test])},
-      class_names=tuple(str(i) for i in range(10)))
-
-
-# --- TFDS datasets (array_record, read without TensorFlow) --------------------------------------
-
-class DatasetNotPrepared(UserError):
-  """A TFDS dataset is missing from the data dir; the message gives the command that prepares it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TfdsSpec:
-  tfds_name: str
-  num_classes: int
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  splits: Sequence[str] = ("train", "test")
-  manual: str = ""  # how to fetch the files TFDS cannot download itself
-
-
-_IMAGENET_MEAN, _IMAGENET_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
-TFDS_DATASETS = {
-    "mnist": TfdsSpec("mnist", 10, (33.32,), (78.57,)),
-    "fashion_mnist": TfdsSpec("fashion_mnist", 10, (72.94,), (90.02,)),
-    "cifar10": TfdsSpec("cifar10", 10, (125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
-    "cifar100": TfdsSpec("cifar100", 100, (129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
-    "imagenette": TfdsSpec("imagenette", 10, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "validation")),
-    "imagenet2012": TfdsSpec(
-        "imagenet2012", 1000, _IMAGENET_MEAN, _IMAGENET_STD, ("train", "validation"),
-        manual="download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org "
-               "into {data_dir}/downloads/manual/, then "),
-}
-
-
-def default_tfds_data_dir() -> str:
-  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
-
-
-def load_tfds(name: str, image_size: int, data_dir: str = "") -> Dataset:
-  """Opens every split with `tfds.data_source(download=False)`: a missing dataset fails at once, offline."""
-  spec = TFDS_DATASETS[name]
-  data_dir = data_dir or default_tfds_data_dir()
-  import tensorflow_datasets as tfds  # its data sources decode with Pillow/OpenCV, not TensorFlow
-  splits = {}
-  for split in spec.splits:
-    try:
-      splits[split] = tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False,
-                                       builder_kwargs={"file_format": "array_record"})
-    except (KeyError, AssertionError, FileNotFoundError, ValueError):
-      manual = spec.manual.format(data_dir=data_dir)
-      raise DatasetNotPrepared(
-          f"dataset {name!r} is not prepared in {data_dir!r}; {manual}prepare it with "
-          f"`tfds build {spec.tfds_name} --file_format=array_record --data_dir={data_dir}`") from None
-  features = next(iter(splits.values())).dataset_info.features
-  height, width, channels = features["image"].shape
-  size = image_size or height
-  if not size:
-    raise UserError(f"dataset {name!r} has images of varying size; set config.dataset.image_size")
-  return Dataset(name=name, num_classes=spec.num_classes, image_shape=(size, size, channels), mean=spec.mean,
-                 std=spec.std, splits=splits, class_names=tuple(features["label"].names))
+def register_catalogue(catalogue: Catalogue) -> None:
+  """Adds a catalogue consulted, in registration order, for names that no `register` call claimed."""
+  _CATALOGUES.append(catalogue)
 
 
 def names() -> list[str]:
-  return sorted(["digits", "folder", *TFDS_DATASETS])
+  """The registered dataset names, sorted (catalogues such as TFDS come on top; see `choices`)."""
+  return sorted(_LOADERS)
+
+
+def choices() -> str:
+  """What an error message offers instead of an unknown name: the registered names, then the catalogues."""
+  return ", ".join(names()) + "".join(f", or {c.description}" for c in _CATALOGUES)
+
+
+def is_known(name: str) -> bool:
+  """Whether `load(name)` would find a loader: a registered name, or one a catalogue knows.
+
+  Cheap for registered names; a catalogue may import its library (TFDS: about a second) to answer.
+  """
+  return name in _LOADERS or any(c.knows(name) for c in _CATALOGUES)
 
 
 def load(name: str, image_size: int = 0, data_dir: str = "", channels: int = 3) -> Dataset:
-  """The dataset `name` with records of `image_size` pixels (0 = the dataset's own size).
+  """Opens the dataset `name`.
 
-  `channels` matters only for image folders, whose files may be in any colour mode.
+  Args:
+    name: a registered name (`names()`) or a name a catalogue knows (any TFDS image-classification dataset).
+    image_size: the size records are resized to (0 = the dataset's own size; datasets of varying image
+      sizes and image folders need it: callers pass the model's input size by default).
+    data_dir: where the data lives (TFDS: the data dir, default `$TFDS_DATA_DIR` or ~/tensorflow_datasets;
+      folders: ROOT); ignored by the bundled digits.
+    channels: the colour channels image folders are converted to (their files may be in any mode); the
+      other sources keep their own channels.
+
+  Returns:
+    The `Dataset`: splits of `{"image": uint8 HxWxC, "label": int}` records, classes, image shape, and the
+    per-channel mean/std of its training split.
+
+  Raises:
+    UserError: an unknown name (the message lists the choices), or data that cannot be read;
+      `DatasetNotPrepared` (a UserError) for a TFDS dataset not yet built in `data_dir`.
   """
-  if name == "digits":
-    return load_digits(image_size, data_dir)
-  if name == "folder":
-    from cnn_flax.data import folder
-    return folder.load_folder(data_dir, image_size, channels)
-  if name in TFDS_DATASETS:
-    return load_tfds(name, image_size, data_dir)
-  raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(names())}")
+  kwargs = dict(image_size=image_size, data_dir=data_dir, channels=channels)
+  if name in _LOADERS:
+    return _LOADERS[name](**kwargs)
+  for catalogue in _CATALOGUES:
+    if catalogue.knows(name):
+      return catalogue.load(name, **kwargs)
+  raise UserError(f"unknown dataset {name!r}; choose one of: {choices()}")

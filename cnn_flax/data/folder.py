@@ -1,11 +1,12 @@
 """A user's own images as a dataset: ROOT/{train,test}/<class>/<image>, classes named by folder.
 
 The first run converts each split once into an indexed on-disk form that later runs memory-map: `images.npy`
-(uint8, N x H x W x C at the size and channels the model takes) and `labels.npy`, plus `meta.json` (classes,
-per-channel mean/std of the training split). The cache sits in ROOT/.cnn_flax_cache/ (or, when ROOT is not
-writable, in ~/.cache/cnn_flax/folders/) under a name that encodes the size, the channels and a fingerprint
-of the file list, so adding, removing or changing an image triggers a fresh conversion. Conversion writes to
-a temporary directory and renames it at the end: an interrupted conversion leaves no half cache behind.
+(uint8, N x H x W x C at the size and channels the model takes) and `labels.npy`. Classes come from the folder
+names, and the per-channel mean/std from the memory-mapped training images at every load. The cache sits in
+ROOT/.cnn_flax_cache/ (or, when ROOT is not writable, in ~/.cache/cnn_flax/folders/) under a name that encodes
+the size, the channels and a fingerprint of the file list, so adding, removing or changing an image triggers a
+fresh conversion. Conversion writes to a temporary directory and renames it at the end: an interrupted
+conversion leaves no half cache behind.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import tempfile
 
 import numpy as np
 
-from cnn_flax.data import transforms
-from cnn_flax.data.datasets import ArraySource, Dataset
+from cnn_flax.data import datasets, stats, transforms
+from cnn_flax.data.base import ArraySource, Dataset
 from cnn_flax.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -78,6 +79,17 @@ def _convert(files: list[tuple[str, int]], size: int, channels: int, target: str
 
 
 def load_folder(root: str, image_size: int, channels: int = 3) -> Dataset:
+  """The image folder ROOT as a dataset, converted once to memory-mapped arrays (see the module docstring).
+
+  Args:
+    root: the folder holding train/<class>/<image> (and optionally validation/ and test/ alike).
+    image_size: the side every image is resized to (required: the files may have any size).
+    channels: 1 (grey) or 3 (RGB); every file is converted to it.
+
+  Returns:
+    The `Dataset`: one split per split folder with images, classes named by the train/ subfolders (sorted),
+    and the per-channel mean/std of the converted training images.
+  """
   if not root:
     raise UserError("the folder dataset needs its root: --config.dataset.data_dir=ROOT with "
                     "ROOT/train/<class>/<image> (and ROOT/test/...)")
@@ -105,21 +117,13 @@ def load_folder(root: str, image_size: int, channels: int = 3) -> Dataset:
   if "train" not in splits:
     raise UserError(f"no images found under {os.path.join(root, 'train')!r} (extensions: "
                     f"{', '.join(IMAGE_EXTENSIONS)})")
-  mean, std = _channel_stats(splits["train"].images)
+  mean, std = stats.array_stats(splits["train"].images)
   return Dataset(name="folder", num_classes=len(classes), image_shape=(image_size, image_size, channels),
                  mean=mean, std=std, splits=splits, class_names=tuple(classes))
 
 
-def _channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel mean and std of uint8 images, in chunks so a memory-mapped split is never loaded whole."""
-  total = np.zeros(images.shape[-1])
-  squares = np.zeros(images.shape[-1])
-  count = 0
-  for start in range(0, len(images), chunk):
-    block = np.asarray(images[start:start + chunk], np.float64)
-    total += block.sum((0, 1, 2))
-    squares += (block ** 2).sum((0, 1, 2))
-    count += block[..., 0].size
-  mean = total / count
-  std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
-  return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+def _load(*, image_size: int, data_dir: str, channels: int) -> Dataset:
+  return load_folder(data_dir, image_size, channels)
+
+
+datasets.register("folder", _load)
