@@ -1,0 +1,90 @@
+"""The same model's training (or inference) step in PyTorch (torchvision) or Keras 3 on JAX, timed like ours.
+
+Optional: a peer that is not installed is skipped with a line saying so. Both run in float32 on the CPU, where
+they are compared; PyTorch uses channels_last, its fastest CPU layout for these networks.
+"""
+from __future__ import annotations
+
+import time
+
+TORCHVISION = {"alexnet": "alexnet", "vgg11": "vgg11", "vgg13": "vgg13", "vgg16": "vgg16", "vgg19": "vgg19",
+               "vgg11_bn": "vgg11_bn", "vgg16_bn": "vgg16_bn", "googlenet_bn": "googlenet", "resnet18": "resnet18",
+               "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152",
+               "densenet121": "densenet121", "densenet161": "densenet161", "densenet169": "densenet169",
+               "densenet201": "densenet201"}
+KERAS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "resnet101": "ResNet101",
+         "resnet152": "ResNet152", "densenet121": "DenseNet121", "densenet169": "DenseNet169",
+         "densenet201": "DenseNet201", "mobilenet_v1": "MobileNet"}
+
+
+def measure(peer: str, model: str, batch_size: int, image_size: int, steps: int, warmup: int, mode: str) -> dict:
+  """{"images_per_sec", "step_ms", "compile_s"} or {"skipped": why}."""
+  table = TORCHVISION if peer == "torch" else KERAS
+  if model not in table:
+    return {"skipped": f"{peer} has no counterpart of {model}"}
+  try:
+    fn = _torch if peer == "torch" else _keras
+    return fn(table[model], batch_size, image_size, steps, warmup, mode)
+  except ImportError as e:
+    return {"skipped": f"{peer} is not installed ({e.name}); pip install "
+                       f"{'torch torchvision' if peer == 'torch' else 'keras'}"}
+
+
+def _timed(step, steps: int, warmup: int, sync) -> tuple[float, float]:
+  start = time.perf_counter()
+  step()
+  sync()
+  first = time.perf_counter() - start
+  for _ in range(max(warmup - 1, 0)):
+    step()
+  sync()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  sync()
+  return first, time.perf_counter() - start
+
+
+def _torch(name, batch_size, image_size, steps, warmup, mode):
+  import torch
+  import torchvision
+  kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
+  net = getattr(torchvision.models, name)(weights=None, **kwargs).to(memory_format=torch.channels_last)
+  x = torch.randn(batch_size, 3, image_size, image_size).to(memory_format=torch.channels_last)
+  y = torch.randint(0, 1000, (batch_size,))
+  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def train_step():
+    opt.zero_grad(set_to_none=True)
+    loss_fn(net(x), y).backward()
+    opt.step()
+
+  def eval_step():
+    with torch.no_grad():
+      net(x)
+
+  net.train(mode == "train")
+  first, elapsed = _timed(train_step if mode == "train" else eval_step, steps, warmup, lambda: None)
+  return {"images_per_sec": round(steps * batch_size / elapsed, 3), "step_ms": round(1000 * elapsed / steps, 3),
+          "first_step_s": round(first, 2), "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+def _keras(name, batch_size, image_size, steps, warmup, mode):
+  import os
+  os.environ.setdefault("KERAS_BACKEND", "jax")  # read at Keras's first import
+  import keras
+  import numpy as np
+  if keras.backend.backend() != "jax":
+    return {"skipped": f"Keras was already imported with the {keras.backend.backend()} backend"}
+  net = getattr(keras.applications, name)(weights=None, input_shape=(image_size, image_size, 3),
+                                          classifier_activation=None)
+  net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((batch_size, image_size, image_size, 3), dtype=np.float32)
+  y = rng.integers(0, 1000, (batch_size,))
+  step = (lambda: net.train_on_batch(x, y)) if mode == "train" else (lambda: net.predict_on_batch(x))
+  first, elapsed = _timed(step, steps, warmup, lambda: None)  # train_on_batch returns host values: synced
+  return {"images_per_sec": round(steps * batch_size / elapsed, 3), "step_ms": round(1000 * elapsed / steps, 3),
+          "first_step_s": round(first, 2), "version": keras.__version__}
