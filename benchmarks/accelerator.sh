@@ -51,7 +51,7 @@ bench 70 --model mobilenet_v1 $big
 
 echo "--- LeNet-5 main job ($(( $(date +%s) - start )) s elapsed)"
 lenet_start=$(date +%s.%N)
-if timeout 60 python3 train.py --config configs/lenet5.py --workdir "$OUT/lenet5" --config.progress_bar=False \
+if timeout 60 python3 train.py --config configs/lenet5.py --workdir "$(mktemp -d)/lenet5" --config.progress_bar=False \
     > "$OUT/lenet5.log" 2>&1; then
   lenet_wall=$(python3 -c "print(round($(date +%s.%N) - $lenet_start, 1))")
   grep -E "Finished|accuracy" "$OUT/lenet5.log"

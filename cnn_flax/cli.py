@@ -6,9 +6,10 @@ of them become `error: <what is wrong and how to fix it>` on stderr and exit cod
 """
 from __future__ import annotations
 
+import ast
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import ml_collections
 from absl import flags, logging
@@ -23,8 +24,42 @@ def fail(message: str) -> None:
   sys.exit(EXIT_USER_ERROR)
 
 
+MODEL_KWARGS_FLAG = "--config.model.kwargs."
+
+
+def parse_literal(text: str) -> Any:
+  """A Python literal (`True`, `0.5`, `(1, 2)`, `None`), or the text itself when it is none (a bare string)."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def split_model_kwargs(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+  """Takes `--config.model.kwargs.NAME=VALUE` out of `argv`, as {NAME: parsed VALUE}.
+
+  `model.kwargs` is free-form (module fields of the chosen model), but ml_collections refuses to override a key
+  the config file did not define; these flags are applied after the file is loaded instead, so any module field
+  can be set from the command line (and swept).
+  """
+  kept, kwargs = [], {}
+  for arg in argv:
+    if arg.startswith(MODEL_KWARGS_FLAG):
+      name, sep, value = arg[len(MODEL_KWARGS_FLAG):].partition("=")
+      if not sep or not name.isidentifier():
+        fail(f"{arg!r}: write model fields as --config.model.kwargs.NAME=VALUE, e.g. "
+             f"--config.model.kwargs.plain=True")
+      kwargs[name] = parse_literal(value)
+    else:
+      kept.append(arg)
+  return kept, kwargs
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """An `app.run(flags_parser=...)` that reports every flag problem as a user error."""
+  argv, model_kwargs = split_model_kwargs(argv)
+  # ml_collections reads override flags from sys.argv itself, not from the argv it is given.
+  sys.argv[:] = [arg for arg in sys.argv if not arg.startswith(MODEL_KWARGS_FLAG)]
   try:
     remaining = flags.FLAGS(argv)
   except flags.Error as e:
@@ -34,6 +69,12 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(f"unknown config key {key!r} in a --config.* override; check its spelling against `python -m cnn_flax.schema`")
   except Exception as e:  # noqa: BLE001  any other failure while loading the config file is the user's to fix
     fail(f"could not load the config: {type(e).__name__}: {e}")
+  if model_kwargs:
+    config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+    if not isinstance(config, ml_collections.ConfigDict):
+      fail("--config.model.kwargs.* needs a --config file")
+    with config.model.kwargs.unlocked():
+      config.model.kwargs.update(model_kwargs)
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.ERROR)  # Orbax logs every save at INFO and read-only opens at WARNING
   return remaining

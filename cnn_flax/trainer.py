@@ -22,6 +22,7 @@ from cnn_flax.errors import TrainingStopped, UserError
 from cnn_flax.evaluator import evaluate
 
 CONFIG_FILE, CHECKPOINT_DIR = checkpoint.CONFIG_FILE, checkpoint.CHECKPOINT_DIR
+SUMMARY_FILE = "summary.json"  # the last invocation's summary (what train.py prints at the end), for sweeps
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
@@ -68,11 +69,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Args:
     config: the run's config.
-    workdir: where config.json, metrics.jsonl, TensorBoard events and checkpoints go (created if missing).
+    workdir: where config.json, metrics.jsonl, TensorBoard events, checkpoints and summary.json (this summary)
+      go; created if missing.
   Returns:
     The summary: `step`, `total_steps`, `wall_seconds`, `workdir`, `checkpoints`, `latest_step`, `best_step`,
-    `feed` ("device": the split lives on the accelerator; "host": Grain feeds records), `dtype` (compute) and
-    the final evaluation (`eval/accuracy`, `eval/top5_accuracy`, `eval/loss`, `eval/num_examples`).
+    `feed` ("device": the split lives on the accelerator; "host": Grain feeds records), `dtype` (compute),
+    `num_classes`, `image_shape`, `train_examples` and the final evaluation (`eval/accuracy`,
+    `eval/top5_accuracy`, `eval/loss`, `eval/num_examples`).
   Raises:
     UserError: the config, the workdir or the data cannot work (nothing was written).
     TrainingDiverged: the loss or the parameters became non-finite (no diverged state was saved).
@@ -183,9 +186,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              "checkpoints": ckpt.directory, "latest_step": ckpt.latest_step(), "best_step": ckpt.best_step(),
              # How the run was computed, for reports and tests: the feed and the compute dtype.
              "feed": "device" if exp.on_device else "host", "dtype": np.dtype(exp.dtype).name,
-             **final_eval}
+             "num_classes": dataset.num_classes, "image_shape": list(dataset.image_shape),
+             "train_examples": len(train_source), **final_eval}
   ckpt.close()
   if is_chief:
+    _write_json_atomically(os.path.join(workdir, SUMMARY_FILE), summary)
     print(format_summary(config, dataset.name, summary, resumed_from=start_step), flush=True)
   return summary
 
