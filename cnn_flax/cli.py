@@ -124,7 +124,7 @@ def _bundled_preset_hint(config_flag_name: str = "config") -> str:
   return f"; or train the same model on the bundled data: --config {file}:digits"
 
 
-def run_user_command(fn: Callable[[], object]) -> None:
+def run_user_command(fn: Callable[[], Any]) -> Any:
   """Runs an entry point's work; a UserError ends it with one line and exit code 2, no traceback.
 
   A diverged run also ends with its one-line message (which names the step and the last good
@@ -133,7 +133,7 @@ def run_user_command(fn: Callable[[], object]) -> None:
   """
   from cnn_flax.data.datasets import DatasetNotPrepared
   try:
-    fn()
+    return fn()
   except DatasetNotPrepared as e:
     fail(f"{e}{_bundled_preset_hint()}")
   except UserError as e:

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 from cnn_flax import models, optim, schema, steps
-from cnn_flax.data import augment, datasets, pipeline
+from cnn_flax.data import augment, datasets, pipeline, subset
 from cnn_flax.errors import UserError
 
 
@@ -58,6 +58,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   info = models.info(config.model.name)
   image_size = config.dataset.image_size or info.input_size
   dataset = datasets.load(config.dataset.name, image_size, config.dataset.data_dir, channels=info.in_channels)
+  dataset = subset.with_train_fraction(dataset, config.dataset.train_split, config.dataset.train_fraction)
   train_size = len(dataset.split(config.dataset.train_split))
   dataset.split(config.dataset.eval_split)  # fail now, not after training, if the eval split is missing
   steps_per_epoch = train_size // config.batch_size

@@ -113,6 +113,9 @@ FIELDS: tuple[Field, ...] = (
     F("dataset.data_dir", "", "where prepared datasets live; '' = the dataset's default ($TFDS_DATA_DIR or "
       "~/tensorflow_datasets for TFDS), the root directory for 'folder'"),
     F("dataset.train_split", "train", "the split to train on", identity=True),
+    F("dataset.train_fraction", 1.0, "train on this class-stratified fraction of the training split, the same "
+      "examples for every seed (the low-data regime of the study sweeps); 1 = all of it",
+      lambda v: None if 0 < v <= 1 else "must be in (0, 1]", identity=True),
     F("dataset.eval_split", "test", "the split evaluated during training and by eval.py"),
     F("dataset.image_size", 0, "images are resized to this square size; 0 = the model's reference input size",
       at_least(0, " (0 = the model's input size)"), identity=True),

@@ -1,0 +1,134 @@
+"""A sweep's plots, written as PNG without a display (matplotlib's Agg backend).
+
+* `curves.png`: training loss and eval accuracy against the step, every run (seeds of a point share a colour).
+* `accuracy_vs_<key>.png`: final accuracy against each swept value, mean and 95% interval over seeds, one line
+  per combination of the other swept values.
+* `accuracy_vs_macs.png` (when the points differ in MACs): accuracy against multiply-accumulates, bubble area
+  proportional to parameters, the Pareto front (no other point is both cheaper and more accurate) marked; the
+  chart of Canziani et al. 2016.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from cnn_flax import metrics
+
+
+def _pyplot():
+  import matplotlib
+  matplotlib.use("Agg")  # no display needed; must precede the pyplot import
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _label(value: Any) -> str:
+  return str(tuple(value)) if isinstance(value, list) else str(value)
+
+
+def curves(workdir: str, rows: list[dict[str, Any]], path: str) -> None:
+  plt = _pyplot()
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+  colours = {p: plt.cm.tab10(i % 10) for i, p in enumerate(dict.fromkeys(r["point"] for r in rows))}
+  labelled = set()
+  for r in rows:
+    lines = metrics.read_jsonl(os.path.join(workdir, r["run"], metrics.METRICS_FILE))
+    train = [(m["step"], m["train/loss"]) for m in lines if "train/loss" in m]
+    evals = [(m["step"], m["eval/accuracy"]) for m in lines if "eval/accuracy" in m]
+    label = r["point"] if r["point"] not in labelled else None
+    labelled.add(r["point"])
+    colour = colours[r["point"]]
+    if train:
+      loss_ax.plot(*zip(*train, strict=True), color=colour, alpha=0.8, lw=1.2, label=label)
+    if evals:
+      acc_ax.plot(*zip(*evals, strict=True), color=colour, alpha=0.8, lw=1.2, marker="o", ms=3, label=label)
+  loss_ax.set(xlabel="step", ylabel="training loss", yscale="log", title="training loss")
+  loss_ax.yaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+  acc_ax.set(xlabel="step", ylabel="eval accuracy", title="evaluation accuracy")
+  for ax in (loss_ax, acc_ax):
+    ax.grid(alpha=0.3)
+  if labelled:
+    acc_ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def accuracy_vs(key: str, keys: list[str], per_point: list[dict[str, Any]], path: str) -> None:
+  plt = _pyplot()
+  others = [k for k in keys if k not in (key, "seed")]
+  groups: dict[str, list[dict]] = {}
+  for p in per_point:
+    groups.setdefault(", ".join(f"{k.rsplit('.', 1)[-1]}={_label(p.get(k))}" for k in others), []).append(p)
+  values = list(dict.fromkeys(_label(p.get(key)) for p in per_point))
+  numeric = all(isinstance(p.get(key), (int, float)) and not isinstance(p.get(key), bool) for p in per_point)
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, members in groups.items():
+    members = sorted(members, key=lambda p: p.get(key) if numeric else values.index(_label(p.get(key))))
+    x = [p.get(key) if numeric else values.index(_label(p.get(key))) for p in members]
+    y = [100 * p["accuracy_mean"] for p in members]
+    err = [0 if math.isnan(p["accuracy_ci95"]) else 100 * p["accuracy_ci95"] for p in members]
+    ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=label or None)
+  if not numeric:
+    ax.set_xticks(range(len(values)), values, rotation=20, ha="right")
+  means = [100 * p["accuracy_mean"] for p in per_point if not math.isnan(p["accuracy_mean"])]
+  if means:  # two seeds give wide intervals: keep the means readable, clip the bars to possible accuracies
+    ax.set_ylim(max(0.0, min(means) - 10), min(100.5, max(means) + 10))
+  ax.set(xlabel=key, ylabel="final eval accuracy (%)", title=f"accuracy against {key} (95% interval over seeds)")
+  ax.grid(alpha=0.3)
+  if any(groups):
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+  """Indices of the (cost, accuracy) points no other point beats on both (cheaper or equal and more accurate)."""
+  front = []
+  for i, (cost, acc) in enumerate(points):
+    dominated = any(c <= cost and a > acc or (c < cost and a >= acc) for j, (c, a) in enumerate(points) if j != i)
+    if not dominated:
+      front.append(i)
+  return sorted(front, key=lambda i: points[i][0])
+
+
+def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
+  plt = _pyplot()
+  shown = [p for p in per_point if p.get("macs") and p.get("params") and not math.isnan(p["accuracy_mean"])]
+  fig, ax = plt.subplots(figsize=(8, 5.5))
+  largest = max((p["params"] for p in shown), default=1)
+  for i, p in enumerate(shown):
+    ax.scatter(p["macs"] / 1e6, 100 * p["accuracy_mean"], s=40 + 1600 * p["params"] / largest, alpha=0.45,
+               color=plt.cm.tab10(i % 10), edgecolors="black", linewidths=0.6)
+    if not math.isnan(p["accuracy_ci95"]):
+      ax.errorbar(p["macs"] / 1e6, 100 * p["accuracy_mean"], yerr=100 * p["accuracy_ci95"], color="black",
+                  capsize=3, lw=0.8)
+    ax.annotate(f"{p['point']}\n{p['params'] / 1e6:.2f}M params", (p["macs"] / 1e6, 100 * p["accuracy_mean"]),
+                fontsize=7, xytext=(6, 6), textcoords="offset points")
+  front = pareto_front([(p["macs"], p["accuracy_mean"]) for p in shown])
+  if len(front) > 1:
+    ax.plot([shown[i]["macs"] / 1e6 for i in front], [100 * shown[i]["accuracy_mean"] for i in front], "r--",
+            lw=1, label="Pareto front")
+    ax.legend(fontsize=8, loc="lower right")
+  ax.set(xscale="log", xlabel="multiply-accumulates per image (millions, log scale)",
+         ylabel="final eval accuracy (%)", title="accuracy against compute (bubble area: parameters)")
+  ax.grid(alpha=0.3, which="both")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write(workdir: str, rows: list[dict[str, Any]], per_point: list[dict[str, Any]], keys: list[str]) -> list[str]:
+  """Writes every plot that applies; returns their paths."""
+  paths = [os.path.join(workdir, "curves.png")]
+  curves(workdir, rows, paths[0])
+  for key in keys:
+    if key != "seed" and len({_label(p.get(key)) for p in per_point}) > 1:
+      paths.append(os.path.join(workdir, f"accuracy_vs_{key.replace('.', '_')}.png"))
+      accuracy_vs(key, keys, per_point, paths[-1])
+  if len({p.get("macs") for p in per_point if p.get("macs")}) > 1:
+    paths.append(os.path.join(workdir, "accuracy_vs_macs.png"))
+    accuracy_vs_macs(per_point, paths[-1])
+  return paths
