@@ -16,9 +16,10 @@ Keras kernels are already HWIO; depthwise kernels (H, W, C, 1) become Flax's (H,
 Two Keras differences are folded into the weights instead of changing the models, exactly at inference:
 * Keras's ResNets give every conv a bias although a BatchNorm follows; BN(conv(x) + b) with running mean m equals
   BN(conv(x)) with running mean m - b (and in training the batch mean absorbs b anyway).
-* Keras's BatchNorm epsilon (1.001e-5 in ResNet/DenseNet, 1e-3 in MobileNet) differs from the Flax models' fixed
-  1e-5, which none of them exposes as a field; var + eps is all BN uses, so the difference is added to the running
-  variance. Training from these variables then normalises batches with 1e-5 instead of Keras's epsilon.
+* Keras's BatchNorm epsilon (1.001e-5 in ResNet/DenseNet, 1e-3 in MobileNet) differs from the models' default
+  ``bn_epsilon`` field (1e-5); var + eps is all BN uses at inference, so Keras's epsilon minus the created model's
+  ``bn_epsilon`` is added to the running variances. The model keeps its own epsilon, so training from these
+  variables normalises batches with 1e-5 instead of Keras's epsilon.
 """
 from __future__ import annotations
 
@@ -34,7 +35,6 @@ import numpy as np
 
 from cnn_flax import models
 from cnn_flax.errors import UserError
-from cnn_flax.models import densenet, layers, resnet
 
 TORCHVISION_NAMES = ("alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
                      "googlenet_bn", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
@@ -102,8 +102,7 @@ _KERAS_MOBILENET = [
 ]
 _KERAS_VGG = [(r"conv(\d)_(\d)", r"block\1_conv\2", None), ("fc6", "fc1", None), ("fc7", "fc2", None),
               ("fc8", "predictions", None)]
-# The Flax models' BatchNorm epsilon (none exposes it as a field) and Keras's, used when only arrays are given.
-_FLAX_EPSILON = {"resnet": resnet.BN_EPSILON, "densenet": densenet.BN_EPSILON, "mobilenet": layers.ConvBN.epsilon}
+# Keras's BatchNorm epsilon, used when only arrays are given (a Keras Model reports each layer's own).
 _KERAS_EPSILON = {"resnet": 1.001e-5, "densenet": 1.001e-5, "mobilenet": 1e-3}
 
 
@@ -444,7 +443,7 @@ def from_keras(name: str, weights) -> tuple[Any, dict]:
         raise UserError(f"Keras layer {layer!r} has {len(got)} arrays; expected BatchNorm's gamma, beta, mean, var")
       gamma, beta, mean, var = (a.astype(np.float64) for a in got)
       mean = mean - folded_bias.pop(path[:-1], 0.0)
-      var = var + keras_eps.get(layer, _KERAS_EPSILON[family]) - _FLAX_EPSILON[family]
+      var = var + keras_eps.get(layer, _KERAS_EPSILON[family]) - model.bn_epsilon
       new = {"scale": gamma, "bias": beta}
       stats_new = {"mean": mean, "var": var}
     else:

@@ -37,7 +37,6 @@ from cnn_flax.models.layers import ConvBN, SqueezeExcite, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5  # torchvision's value
 
 # torchvision: nn.init.kaiming_normal_(conv.weight) (fan-in, gain sqrt(2), untruncated normal).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -49,9 +48,8 @@ def _conv(features: int, kernel_size: int, strides: int = 1, *, name: str, dtype
                  dtype=dtype, name=name)
 
 
-def _batch_norm(train: bool, *, name: str, dtype: Any) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-                      name=name)
+def _batch_norm(train: bool, *, epsilon: float, name: str, dtype: Any) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=epsilon, dtype=dtype, name=name)
 
 
 class DenseLayer(nn.Module):
@@ -65,14 +63,15 @@ class DenseLayer(nn.Module):
   bn_size: int = 4
   drop_rate: float = 0.0
   se_ratio: int | None = None
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.relu(_batch_norm(train, name="norm1", dtype=self.dtype)(x))
+    y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm1", dtype=self.dtype)(x))
     if self.bottleneck:
       y = _conv(self.bn_size * self.growth_rate, 1, name="conv1", dtype=self.dtype)(y)
-      y = nn.relu(_batch_norm(train, name="norm2", dtype=self.dtype)(y))
+      y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm2", dtype=self.dtype)(y))
       y = _conv(self.growth_rate, 3, name="conv2", dtype=self.dtype)(y)
     else:
       y = _conv(self.growth_rate, 3, name="conv1", dtype=self.dtype)(y)
@@ -89,11 +88,12 @@ class Transition(nn.Module):
   """BN-ReLU-1x1 conv to ``features`` maps, then 2x2 average pooling with stride 2."""
   features: int
   drop_rate: float = 0.0
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.relu(_batch_norm(train, name="norm", dtype=self.dtype)(x))
+    y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm", dtype=self.dtype)(x))
     y = _conv(self.features, 1, name="conv", dtype=self.dtype)(y)
     if self.drop_rate > 0:
       # The authors' Torch code drops after every conv, transitions included (C10/C100 without augmentation).
@@ -113,6 +113,7 @@ class DenseNet(nn.Module):
   drop_rate: float = 0.0
   se_ratio: int | None = None
   num_classes: int = 1000
+  bn_epsilon: float = 1e-5  # torchvision's (Keras's DenseNets: 1.001e-5)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -123,7 +124,7 @@ class DenseNet(nn.Module):
     if self.stem == "imagenet":
       # The stem is the one post-activation unit (conv -> BN -> ReLU), as in torchvision.
       x = ConvBN(self.num_init_features, (7, 7), strides=(2, 2), kernel_init=conv_kernel_init,
-                 momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype, name="stem")(x, train)
+                 momentum=BN_MOMENTUM, epsilon=self.bn_epsilon, dtype=self.dtype, name="stem")(x, train)
       # Padding 1 on every side like nn.MaxPool2d(3, 2, 1); Flax pads max-pool windows with -inf.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
     elif self.stem == "cifar":
@@ -134,15 +135,16 @@ class DenseNet(nn.Module):
     for i, num_layers in enumerate(self.block_sizes):
       for j in range(num_layers):
         new = DenseLayer(self.growth_rate, bottleneck=self.bottleneck, bn_size=self.bn_size,
-                         drop_rate=self.drop_rate, se_ratio=self.se_ratio, dtype=self.dtype,
-                         name=f"denseblock{i + 1}_denselayer{j + 1}")(x, train)
+                         drop_rate=self.drop_rate, se_ratio=self.se_ratio, bn_epsilon=self.bn_epsilon,
+                         dtype=self.dtype, name=f"denseblock{i + 1}_denselayer{j + 1}")(x, train)
         x = jnp.concatenate([x, new], axis=-1)
       if i < len(self.block_sizes) - 1:
         features = int(math.floor(x.shape[-1] * self.compression))
-        x = Transition(features, drop_rate=self.drop_rate, dtype=self.dtype, name=f"transition{i + 1}")(x, train)
+        x = Transition(features, drop_rate=self.drop_rate, bn_epsilon=self.bn_epsilon, dtype=self.dtype,
+                       name=f"transition{i + 1}")(x, train)
 
     # The last block's output is the raw concatenation of conv outputs: normalise and rectify before pooling.
-    x = nn.relu(_batch_norm(train, name="norm5", dtype=self.dtype)(x))
+    x = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm5", dtype=self.dtype)(x))
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: any input resolution works
     return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
 

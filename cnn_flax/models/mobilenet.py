@@ -44,6 +44,7 @@ class MobileNetV1(nn.Module):
   dropout_rate: float = 1e-3
   act: Callable = nn.relu
   se_ratio: int | None = None
+  bn_epsilon: float = 1e-5  # as the zoo's other models (TF-slim and Keras use 1e-3)
   dtype: Any = jnp.float32
 
   def depth(self, channels: int) -> int:
@@ -53,11 +54,12 @@ class MobileNetV1(nn.Module):
   def __call__(self, x, train: bool = False):
     if self.width_multiplier <= 0:
       raise ValueError(f"width_multiplier must be positive, got {self.width_multiplier}")
-    x = ConvBN(self.depth(32), (3, 3), strides=(2, 2), padding="SAME", act=self.act, dtype=self.dtype,
-               name="conv1")(x, train)
+    x = ConvBN(self.depth(32), (3, 3), strides=(2, 2), padding="SAME", act=self.act, epsilon=self.bn_epsilon,
+               dtype=self.dtype, name="conv1")(x, train)
     for i, (features, stride) in enumerate(BLOCKS, start=1):
       x = DepthwiseSeparable(self.depth(features), strides=(stride, stride), se_ratio=self.se_ratio,
-                             act=self.act, padding="SAME", dtype=self.dtype, name=f"block{i}")(x, train)
+                             act=self.act, padding="SAME", bn_epsilon=self.bn_epsilon, dtype=self.dtype,
+                             name=f"block{i}")(x, train)
     x = jnp.mean(x, axis=(1, 2))  # the 7x7 average pool at 224 px, for any resolution
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)

@@ -49,6 +49,7 @@ class VGG(nn.Module):
   num_classes: int = 1000
   classifier_width: int = 4096
   dropout_rate: float = 0.5
+  bn_epsilon: float = 1e-5  # torchvision's (Keras's VGGs have no BatchNorm)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -61,7 +62,7 @@ class VGG(nn.Module):
         x = nn.Conv(features, (k, k), padding=((pad, pad), (pad, pad)), kernel_init=conv_init,
                     dtype=self.dtype, name=f"conv{s}_{i}")(x)
         if self.batch_norm:
-          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon, dtype=self.dtype,
                            name=f"bn{s}_{i}")(x)
         x = nn.relu(x)
         if self.lrn and s == 1 and i == 1:
