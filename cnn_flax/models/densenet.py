@@ -169,11 +169,31 @@ def _cifar_densenet(depth: int, growth_rate: int, bottleneck: bool, compression:
 densenet_bc_100 = _cifar_densenet(100, growth_rate=12, bottleneck=True, compression=0.5, num_init_features=24)
 densenet40 = _cifar_densenet(40, growth_rate=12, bottleneck=False, compression=1.0, num_init_features=16)
 
+# Weight mappings (cnn_flax.convert). torchvision keeps every module under ``features`` except the classifier.
+TORCHVISION_RULES = [
+    (r"stem/conv", "features.conv0", None), (r"stem/bn", "features.norm0", None),
+    (r"(denseblock\d)_(denselayer\d+)/(norm|conv)(\d)", r"features.\1.\2.\3\4", None),
+    (r"(transition\d)/(norm|conv)", r"features.\1.\2", None),
+    (r"norm5", "features.norm5", None), (r"classifier", "classifier", None),
+]
+# Keras counts dense blocks from 2 (the stem is conv1) and names a layer's units by their order in it.
+_KERAS_LAYER_UNITS = {"norm1": "0_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2_conv"}
+KERAS_RULES = [
+    (r"stem/(conv|bn)", r"conv1_\1", None),
+    (r"denseblock(\d)_denselayer(\d+)/(\w+)",
+     lambda m: f"conv{int(m[1]) + 1}_block{m[2]}_{_KERAS_LAYER_UNITS[m[3]]}", None),
+    (r"transition(\d)/(conv|norm)", lambda m: f"pool{int(m[1]) + 1}_{'bn' if m[2] == 'norm' else 'conv'}", None),
+    (r"norm5", "bn", None), (r"classifier", "predictions", None),
+]
+
 for _name, _ctor in [("densenet121", densenet121), ("densenet169", densenet169), ("densenet201", densenet201),
                      ("densenet161", densenet161)]:
-  registry.register(_name, _ctor, input_size=224, reference="Huang et al. 2017 / torchvision densenet")
+  # Keras has no DenseNet-161.
+  _keras = None if _name == "densenet161" else registry.KerasMapping((_name,), KERAS_RULES, epsilon=1.001e-5)
+  registry.register(_name, _ctor, input_size=224, reference="Huang et al. 2017 / torchvision densenet",
+                    torchvision_rules=TORCHVISION_RULES, keras=_keras)
 registry.register("densenet_bc_100", densenet_bc_100, input_size=32,
                   reference="Huang et al. 2017 DenseNet-BC (L=100, k=12) for CIFAR")
 registry.register("densenet40", densenet40, input_size=32,
                   reference="Huang et al. 2017 DenseNet (L=40, k=12, no bottleneck or compression) for CIFAR")
-del _name, _ctor
+del _name, _ctor, _keras

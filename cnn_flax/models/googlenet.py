@@ -198,7 +198,25 @@ googlenet = GoogLeNet
 googlenet_bn = functools.partial(GoogLeNet, batch_norm=True, branch3_kernel=3, lrn=False, pool4_window=2,
                                  aux_paper_pool=False)
 
+# torchvision counts the stem's 1x1 reduce as conv2 and the 3x3 as conv3; an Inception module's branches are
+# Sequentials (reduce at .0, conv at .1; branch4.0 is the max-pool); the aux heads' fc1 multiplies a flattened
+# 4x4x128 map, ordered (C, H, W) in torchvision.
+TORCHVISION_RULES = [
+    (r"conv1/unit/(conv|bn)", r"conv1.\1", None),
+    (r"conv2_reduce/unit/(conv|bn)", r"conv2.\1", None),
+    (r"conv2/unit/(conv|bn)", r"conv3.\1", None),
+    (r"(inception\w+)/branch1/unit/(conv|bn)", r"\1.branch1.\2", None),
+    (r"(inception\w+)/branch([23])_reduce/unit/(conv|bn)", r"\1.branch\2.0.\3", None),
+    (r"(inception\w+)/branch([23])/unit/(conv|bn)", r"\1.branch\2.1.\3", None),
+    (r"(inception\w+)/branch4_proj/unit/(conv|bn)", r"\1.branch4.1.\2", None),
+    (r"(aux[12])/conv/unit/(conv|bn)", r"\1.conv.\2", None),
+    (r"(aux[12])/fc1", r"\1.fc1", ("chw", 128, 4, 4)),
+    (r"(aux[12])/fc2", r"\1.fc2", None),
+    (r"fc", "fc", None),
+]
+
 registry.register("googlenet", googlenet, input_size=224,
                   reference="Szegedy et al. 2014 (5x5 branches, conv biases, LRN as bvlc_googlenet), aux heads")
 registry.register("googlenet_bn", googlenet_bn, input_size=224,
-                  reference="torchvision googlenet (BatchNorm, 3x3 in the 5x5 branch), head dropout 0.4")
+                  reference="torchvision googlenet (BatchNorm, 3x3 in the 5x5 branch), head dropout 0.4",
+                  torchvision_rules=TORCHVISION_RULES)

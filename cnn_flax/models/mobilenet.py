@@ -67,5 +67,24 @@ class MobileNetV1(nn.Module):
 
 mobilenet_v1 = MobileNetV1
 
+
+def _keras_overrides(arrays) -> dict[str, Any]:
+  """Keras's MobileNet uses ReLU6 (as TF-slim); its width multiplier shows in the last pointwise conv's width."""
+  overrides: dict[str, Any] = {"act": nn.relu6}
+  if "conv_pw_13" in arrays:
+    overrides["width_multiplier"] = arrays["conv_pw_13"][0].shape[-1] / 1024
+  return overrides
+
+
+# Weight mapping (cnn_flax.convert) for keras.applications.MobileNet.
+KERAS = registry.KerasMapping(
+    ("mobilenet", "mobilenet_v1"),
+    [(r"conv1/conv", "conv1", None), (r"conv1/bn", "conv1_bn", None),
+     (r"block(\d+)/depthwise/conv", r"conv_dw_\1", "depthwise"), (r"block(\d+)/depthwise/bn", r"conv_dw_\1_bn", None),
+     (r"block(\d+)/pointwise/conv", r"conv_pw_\1", None), (r"block(\d+)/pointwise/bn", r"conv_pw_\1_bn", None),
+     (r"fc", "conv_preds", "squeeze")],  # Keras's classifier is a 1x1 conv on the pooled 1x1 map
+    epsilon=1e-3, head="conv_preds", overrides=_keras_overrides)
+
 registry.register("mobilenet_v1", mobilenet_v1, input_size=224,
-                  reference="Howard et al. 2017 Table 1 (width_multiplier field); last depthwise stride 1")
+                  reference="Howard et al. 2017 Table 1 (width_multiplier field); last depthwise stride 1",
+                  keras=KERAS)

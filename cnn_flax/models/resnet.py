@@ -229,12 +229,39 @@ resnet44 = _cifar_resnet(44)
 resnet56 = _cifar_resnet(56)
 resnet110 = _cifar_resnet(110)
 
+# Weight mappings (cnn_flax.convert). torchvision's names are the modules' own, with '.' for '/'.
+TORCHVISION_RULES = [
+    (r"stem/conv", "conv1", None), (r"stem/bn", "bn1", None),
+    (r"(layer\d)_(\d+)/conv_bn(\d)/conv", r"\1.\2.conv\3", None),
+    (r"(layer\d)_(\d+)/conv_bn(\d)/bn", r"\1.\2.bn\3", None),
+    (r"(layer\d)_(\d+)/downsample/conv", r"\1.\2.downsample.0", None),
+    (r"(layer\d)_(\d+)/downsample/bn", r"\1.\2.downsample.1", None),
+    (r"fc", "fc", None),
+]
+# Keras counts stages from 2 (the stem is conv1) and blocks from 1, and calls the projection shortcut branch 0.
+KERAS_RULES = [
+    (r"stem/(conv|bn)", r"conv1_\1", None),
+    (r"layer(\d)_(\d+)/conv_bn(\d)/(conv|bn)", lambda m: f"conv{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}_{m[4]}",
+     None),
+    (r"layer(\d)_(\d+)/downsample/(conv|bn)", lambda m: f"conv{int(m[1]) + 1}_block{int(m[2]) + 1}_0_{m[3]}", None),
+    (r"fc", "predictions", None),
+]
+
+
+def _keras(application: str) -> registry.KerasMapping:
+  # Keras's ResNets are v1: the stride sits on the first 1x1 of a bottleneck.
+  return registry.KerasMapping((application,), KERAS_RULES, epsilon=1.001e-5,
+                               overrides=lambda arrays: {"stride_on_3x3": False})
+
+
 for _name, _ctor in [("resnet18", resnet18), ("resnet34", resnet34)]:
   registry.register(_name, _ctor, input_size=224,
-                    reference="He et al. 2016 / torchvision resnet (option-B shortcuts)")
+                    reference="He et al. 2016 / torchvision resnet (option-B shortcuts)",
+                    torchvision_rules=TORCHVISION_RULES)
 for _name, _ctor in [("resnet50", resnet50), ("resnet101", resnet101), ("resnet152", resnet152)]:
   registry.register(_name, _ctor, input_size=224,
-                    reference="torchvision resnet v1.5 (stride on the 3x3); stride_on_3x3=False gives He et al. 2016")
+                    reference="torchvision resnet v1.5 (stride on the 3x3); stride_on_3x3=False gives He et al. 2016",
+                    torchvision_rules=TORCHVISION_RULES, keras=_keras(_name))
 for _name, _ctor in [("resnet20", resnet20), ("resnet32", resnet32), ("resnet44", resnet44),
                      ("resnet56", resnet56), ("resnet110", resnet110)]:
   registry.register(_name, _ctor, input_size=32,
