@@ -7,6 +7,7 @@ Three layers of evidence:
 * Keras (CI, Keras ships with tensorflow-cpu): random-weight, random-BN-statistics Keras applications give the
   same logits as the converted Flax models.
 * torchvision (only where torch is installed; skipped otherwise): the same logit comparison against torchvision.
+  tests/test_convert_fixtures.py compares with torchvision logits recorded in the repository, torch or not.
 """
 import functools
 import hashlib
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from cnn_flax import convert, models
+from cnn_flax import convert, convert_layout, models
 from cnn_flax.errors import UserError
 from cnn_flax.models.layers import adaptive_avg_pool
 
@@ -54,7 +55,7 @@ def _apply_fn(model):
 @functools.lru_cache(maxsize=None)  # read-only by every test; generating AlexNet's 61M values takes seconds
 def _random_variables(name: str, seed: int = 0) -> dict:
   """Random numpy variables with the model's tree (aux heads included), positive running variances."""
-  abstract = convert._abstract_variables(models.create(name, num_classes=1000), train=True)
+  abstract = convert_layout.abstract_variables(models.create(name, num_classes=1000), train=True)
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):

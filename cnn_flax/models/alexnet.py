@@ -102,7 +102,15 @@ class AlexNetPaper(nn.Module):
     return dense(self.num_classes, bias_init=zeros, name="fc8")(x)
 
 
+# torchvision's ``features`` and ``classifier`` are Sequentials: a module's index counts the ReLUs, max-pools and
+# dropouts before it. fc6 multiplies the flattened 6x6x256 map, which torchvision orders (C, H, W).
+TORCHVISION_RULES = [
+    *((f"conv{i}", f"features.{j}", None) for i, j in zip(range(1, 6), (0, 3, 6, 8, 10), strict=True)),
+    ("fc6", "classifier.1", ("chw", 256, 6, 6)), ("fc7", "classifier.4", None), ("fc8", "classifier.6", None),
+]
+
 registry.register("alexnet", AlexNet, input_size=224,
-                  reference="torchvision alexnet (single tower, Krizhevsky 2014), adaptive 6x6 pool")
+                  reference="torchvision alexnet (single tower, Krizhevsky 2014), adaptive 6x6 pool",
+                  torchvision_rules=TORCHVISION_RULES)
 registry.register("alexnet_paper", AlexNetPaper, input_size=227,
                   reference="Krizhevsky et al. 2012: LRN, groups=2 on conv2/4/5, 227 px input")

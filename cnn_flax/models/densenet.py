@@ -37,7 +37,6 @@ from cnn_flax.models.layers import ConvBN, SqueezeExcite, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5  # torchvision's value
 
 # torchvision: nn.init.kaiming_normal_(conv.weight) (fan-in, gain sqrt(2), untruncated normal).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -49,9 +48,8 @@ def _conv(features: int, kernel_size: int, strides: int = 1, *, name: str, dtype
                  dtype=dtype, name=name)
 
 
-def _batch_norm(train: bool, *, name: str, dtype: Any) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-                      name=name)
+def _batch_norm(train: bool, *, epsilon: float, name: str, dtype: Any) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=epsilon, dtype=dtype, name=name)
 
 
 class DenseLayer(nn.Module):
@@ -65,14 +63,15 @@ class DenseLayer(nn.Module):
   bn_size: int = 4
   drop_rate: float = 0.0
   se_ratio: int | None = None
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.relu(_batch_norm(train, name="norm1", dtype=self.dtype)(x))
+    y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm1", dtype=self.dtype)(x))
     if self.bottleneck:
       y = _conv(self.bn_size * self.growth_rate, 1, name="conv1", dtype=self.dtype)(y)
-      y = nn.relu(_batch_norm(train, name="norm2", dtype=self.dtype)(y))
+      y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm2", dtype=self.dtype)(y))
       y = _conv(self.growth_rate, 3, name="conv2", dtype=self.dtype)(y)
     else:
       y = _conv(self.growth_rate, 3, name="conv1", dtype=self.dtype)(y)
@@ -89,11 +88,12 @@ class Transition(nn.Module):
   """BN-ReLU-1x1 conv to ``features`` maps, then 2x2 average pooling with stride 2."""
   features: int
   drop_rate: float = 0.0
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = nn.relu(_batch_norm(train, name="norm", dtype=self.dtype)(x))
+    y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm", dtype=self.dtype)(x))
     y = _conv(self.features, 1, name="conv", dtype=self.dtype)(y)
     if self.drop_rate > 0:
       # The authors' Torch code drops after every conv, transitions included (C10/C100 without augmentation).
@@ -113,6 +113,7 @@ class DenseNet(nn.Module):
   drop_rate: float = 0.0
   se_ratio: int | None = None
   num_classes: int = 1000
+  bn_epsilon: float = 1e-5  # torchvision's (Keras's DenseNets: 1.001e-5)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -123,7 +124,7 @@ class DenseNet(nn.Module):
     if self.stem == "imagenet":
       # The stem is the one post-activation unit (conv -> BN -> ReLU), as in torchvision.
       x = ConvBN(self.num_init_features, (7, 7), strides=(2, 2), kernel_init=conv_kernel_init,
-                 momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype, name="stem")(x, train)
+                 momentum=BN_MOMENTUM, epsilon=self.bn_epsilon, dtype=self.dtype, name="stem")(x, train)
       # Padding 1 on every side like nn.MaxPool2d(3, 2, 1); Flax pads max-pool windows with -inf.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
     elif self.stem == "cifar":
@@ -134,15 +135,16 @@ class DenseNet(nn.Module):
     for i, num_layers in enumerate(self.block_sizes):
       for j in range(num_layers):
         new = DenseLayer(self.growth_rate, bottleneck=self.bottleneck, bn_size=self.bn_size,
-                         drop_rate=self.drop_rate, se_ratio=self.se_ratio, dtype=self.dtype,
-                         name=f"denseblock{i + 1}_denselayer{j + 1}")(x, train)
+                         drop_rate=self.drop_rate, se_ratio=self.se_ratio, bn_epsilon=self.bn_epsilon,
+                         dtype=self.dtype, name=f"denseblock{i + 1}_denselayer{j + 1}")(x, train)
         x = jnp.concatenate([x, new], axis=-1)
       if i < len(self.block_sizes) - 1:
         features = int(math.floor(x.shape[-1] * self.compression))
-        x = Transition(features, drop_rate=self.drop_rate, dtype=self.dtype, name=f"transition{i + 1}")(x, train)
+        x = Transition(features, drop_rate=self.drop_rate, bn_epsilon=self.bn_epsilon, dtype=self.dtype,
+                       name=f"transition{i + 1}")(x, train)
 
     # The last block's output is the raw concatenation of conv outputs: normalise and rectify before pooling.
-    x = nn.relu(_batch_norm(train, name="norm5", dtype=self.dtype)(x))
+    x = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm5", dtype=self.dtype)(x))
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: any input resolution works
     return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x)
 
@@ -167,11 +169,31 @@ def _cifar_densenet(depth: int, growth_rate: int, bottleneck: bool, compression:
 densenet_bc_100 = _cifar_densenet(100, growth_rate=12, bottleneck=True, compression=0.5, num_init_features=24)
 densenet40 = _cifar_densenet(40, growth_rate=12, bottleneck=False, compression=1.0, num_init_features=16)
 
+# Weight mappings (cnn_flax.convert). torchvision keeps every module under ``features`` except the classifier.
+TORCHVISION_RULES = [
+    (r"stem/conv", "features.conv0", None), (r"stem/bn", "features.norm0", None),
+    (r"(denseblock\d)_(denselayer\d+)/(norm|conv)(\d)", r"features.\1.\2.\3\4", None),
+    (r"(transition\d)/(norm|conv)", r"features.\1.\2", None),
+    (r"norm5", "features.norm5", None), (r"classifier", "classifier", None),
+]
+# Keras counts dense blocks from 2 (the stem is conv1) and names a layer's units by their order in it.
+_KERAS_LAYER_UNITS = {"norm1": "0_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2_conv"}
+KERAS_RULES = [
+    (r"stem/(conv|bn)", r"conv1_\1", None),
+    (r"denseblock(\d)_denselayer(\d+)/(\w+)",
+     lambda m: f"conv{int(m[1]) + 1}_block{m[2]}_{_KERAS_LAYER_UNITS[m[3]]}", None),
+    (r"transition(\d)/(conv|norm)", lambda m: f"pool{int(m[1]) + 1}_{'bn' if m[2] == 'norm' else 'conv'}", None),
+    (r"norm5", "bn", None), (r"classifier", "predictions", None),
+]
+
 for _name, _ctor in [("densenet121", densenet121), ("densenet169", densenet169), ("densenet201", densenet201),
                      ("densenet161", densenet161)]:
-  registry.register(_name, _ctor, input_size=224, reference="Huang et al. 2017 / torchvision densenet")
+  # Keras has no DenseNet-161.
+  _keras = None if _name == "densenet161" else registry.KerasMapping((_name,), KERAS_RULES, epsilon=1.001e-5)
+  registry.register(_name, _ctor, input_size=224, reference="Huang et al. 2017 / torchvision densenet",
+                    torchvision_rules=TORCHVISION_RULES, keras=_keras)
 registry.register("densenet_bc_100", densenet_bc_100, input_size=32,
                   reference="Huang et al. 2017 DenseNet-BC (L=100, k=12) for CIFAR")
 registry.register("densenet40", densenet40, input_size=32,
                   reference="Huang et al. 2017 DenseNet (L=40, k=12, no bottleneck or compression) for CIFAR")
-del _name, _ctor
+del _name, _ctor, _keras

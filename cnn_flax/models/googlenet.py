@@ -7,7 +7,7 @@
   The paper gives no LRN hyper-parameters; those of the authors' Caffe model (bvlc_googlenet) are used: size 5,
   alpha 1e-4 divided by the size (Caffe's convention), beta 0.75, k 1. Initialisation also follows bvlc_googlenet
   (Caffe "xavier" = LeCun uniform, conv biases 0.2).
-* ``googlenet_bn``: torchvision's ``googlenet``: BatchNorm (epsilon 1e-3, as torchvision) after every bias-free
+* ``googlenet_bn``: torchvision's ``googlenet``: BatchNorm (``bn_epsilon`` 1e-3, as torchvision) after every bias-free
   conv, no LRN, a 3x3 conv where the paper has the 5x5 (a known slip kept for compatibility with its weights),
   max-pool 2x2/2 before 5a, aux heads that pool adaptively to 4x4. 6,624,904 parameters; 13,004,888 with aux.
   Stated deviation: the main head's dropout is the paper's 0.4, not torchvision's 0.2 (``dropout_rate=0.2``
@@ -64,11 +64,12 @@ def max_pool_ceil(x, window: int, stride: int):
 
 
 class _Conv(nn.Module):
-  """The conv unit of either reading: conv+bias+ReLU (paper) or conv+BN(eps 1e-3)+ReLU (torchvision)."""
+  """The conv unit of either reading: conv+bias+ReLU (paper) or conv+BN+ReLU (torchvision)."""
   features: int
   kernel_size: int = 1
   strides: int = 1
   batch_norm: bool = False
+  bn_epsilon: float = 1e-3
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -78,8 +79,8 @@ class _Conv(nn.Module):
     else:
       init = dict(kernel_init=nn.initializers.lecun_uniform(), bias_init=nn.initializers.constant(0.2))
     return ConvBN(self.features, (self.kernel_size, self.kernel_size), strides=(self.strides, self.strides),
-                  use_bn=self.batch_norm, use_bias=not self.batch_norm, epsilon=1e-3, dtype=self.dtype,
-                  name="unit", **init)(x, train)
+                  use_bn=self.batch_norm, use_bias=not self.batch_norm, epsilon=self.bn_epsilon,
+                  dtype=self.dtype, name="unit", **init)(x, train)
 
 
 class Inception(nn.Module):
@@ -90,13 +91,14 @@ class Inception(nn.Module):
   widths: tuple[int, int, int, int, int, int]
   branch3_kernel: int = 5
   batch_norm: bool = False
+  bn_epsilon: float = 1e-3
   se_ratio: int | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     c1, c3r, c3, c5r, c5, cp = self.widths
-    conv = functools.partial(_Conv, batch_norm=self.batch_norm, dtype=self.dtype)
+    conv = functools.partial(_Conv, batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
     b1 = conv(c1, name="branch1")(x, train)
     b2 = conv(c3, 3, name="branch2")(conv(c3r, name="branch2_reduce")(x, train), train)
     b3 = conv(c5, self.branch3_kernel, name="branch3")(conv(c5r, name="branch3_reduce")(x, train), train)
@@ -114,6 +116,7 @@ class InceptionAux(nn.Module):
   batch_norm: bool = False
   paper_pool: bool = True  # paper: avg-pool 5x5/3; torchvision: adaptive avg-pool to 4x4 only
   dropout_rate: float = 0.7
+  bn_epsilon: float = 1e-3
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -121,7 +124,8 @@ class InceptionAux(nn.Module):
     if self.paper_pool and min(x.shape[1:3]) >= 5:
       x = nn.avg_pool(x, (5, 5), strides=(3, 3), padding="VALID")  # 14x14 -> 4x4
     x = adaptive_avg_pool(x, 4)  # identity after the paper's pool at 224 px
-    x = _Conv(128, batch_norm=self.batch_norm, dtype=self.dtype, name="conv")(x, train)
+    x = _Conv(128, batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, dtype=self.dtype,
+              name="conv")(x, train)
     x = x.reshape((x.shape[0], -1))
     dense = functools.partial(nn.Dense, dtype=self.dtype,
                               kernel_init=nn.initializers.normal(0.01) if self.batch_norm
@@ -142,16 +146,18 @@ class GoogLeNet(nn.Module):
   aux_paper_pool: bool = True
   dropout_rate: float = 0.4
   aux_dropout_rate: float = 0.7
+  bn_epsilon: float = 1e-3  # torchvision's GoogLeNet (its other models use 1e-5); used with batch_norm=True only
   se_ratio: int | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(_Conv, batch_norm=self.batch_norm, dtype=self.dtype)
+    conv = functools.partial(_Conv, batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
     inception = functools.partial(Inception, branch3_kernel=self.branch3_kernel, batch_norm=self.batch_norm,
-                                  se_ratio=self.se_ratio, dtype=self.dtype)
+                                  bn_epsilon=self.bn_epsilon, se_ratio=self.se_ratio, dtype=self.dtype)
     aux = functools.partial(InceptionAux, self.num_classes, batch_norm=self.batch_norm,
-                            paper_pool=self.aux_paper_pool, dropout_rate=self.aux_dropout_rate, dtype=self.dtype)
+                            paper_pool=self.aux_paper_pool, dropout_rate=self.aux_dropout_rate,
+                            bn_epsilon=self.bn_epsilon, dtype=self.dtype)
     # Caffe's LRN: alpha divided by the window size, k = 1.
     lrn = functools.partial(LocalResponseNorm, size=5, alpha=1e-4, beta=0.75, k=1.0, alpha_over_size=True,
                             dtype=self.dtype)
@@ -192,7 +198,25 @@ googlenet = GoogLeNet
 googlenet_bn = functools.partial(GoogLeNet, batch_norm=True, branch3_kernel=3, lrn=False, pool4_window=2,
                                  aux_paper_pool=False)
 
+# torchvision counts the stem's 1x1 reduce as conv2 and the 3x3 as conv3; an Inception module's branches are
+# Sequentials (reduce at .0, conv at .1; branch4.0 is the max-pool); the aux heads' fc1 multiplies a flattened
+# 4x4x128 map, ordered (C, H, W) in torchvision.
+TORCHVISION_RULES = [
+    (r"conv1/unit/(conv|bn)", r"conv1.\1", None),
+    (r"conv2_reduce/unit/(conv|bn)", r"conv2.\1", None),
+    (r"conv2/unit/(conv|bn)", r"conv3.\1", None),
+    (r"(inception\w+)/branch1/unit/(conv|bn)", r"\1.branch1.\2", None),
+    (r"(inception\w+)/branch([23])_reduce/unit/(conv|bn)", r"\1.branch\2.0.\3", None),
+    (r"(inception\w+)/branch([23])/unit/(conv|bn)", r"\1.branch\2.1.\3", None),
+    (r"(inception\w+)/branch4_proj/unit/(conv|bn)", r"\1.branch4.1.\2", None),
+    (r"(aux[12])/conv/unit/(conv|bn)", r"\1.conv.\2", None),
+    (r"(aux[12])/fc1", r"\1.fc1", ("chw", 128, 4, 4)),
+    (r"(aux[12])/fc2", r"\1.fc2", None),
+    (r"fc", "fc", None),
+]
+
 registry.register("googlenet", googlenet, input_size=224,
                   reference="Szegedy et al. 2014 (5x5 branches, conv biases, LRN as bvlc_googlenet), aux heads")
 registry.register("googlenet_bn", googlenet_bn, input_size=224,
-                  reference="torchvision googlenet (BatchNorm, 3x3 in the 5x5 branch), head dropout 0.4")
+                  reference="torchvision googlenet (BatchNorm, 3x3 in the 5x5 branch), head dropout 0.4",
+                  torchvision_rules=TORCHVISION_RULES)

@@ -132,13 +132,15 @@ class DepthwiseSeparable(nn.Module):
 
   ``se_ratio`` (None = off) adds a ``SqueezeExcite`` on the depthwise output, before the pointwise conv (where
   MnasNet / MobileNet v3 put it): an ablation, not part of MobileNet v1. ``act`` is ReLU as in the paper; the
-  TensorFlow reference implementations use ReLU6 (pass ``act=nn.relu6``). ``padding`` is the depthwise conv's.
+  TensorFlow reference implementations use ReLU6 (pass ``act=nn.relu6``). ``padding`` is the depthwise conv's,
+  ``bn_epsilon`` both BatchNorms' epsilon.
   """
   features: int
   strides: Sequence[int] = (1, 1)
   se_ratio: int | None = None
   act: Callable = nn.relu
   padding: Any = None
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -146,10 +148,11 @@ class DepthwiseSeparable(nn.Module):
     in_channels = x.shape[-1]
     # feature_group_count == in_channels: one 3x3 filter per input channel (depth multiplier 1).
     x = ConvBN(in_channels, (3, 3), strides=self.strides, padding=self.padding, groups=in_channels,
-               act=self.act, dtype=self.dtype, name="depthwise")(x, train)
+               act=self.act, epsilon=self.bn_epsilon, dtype=self.dtype, name="depthwise")(x, train)
     if self.se_ratio is not None:
       x = SqueezeExcite(self.se_ratio, dtype=self.dtype, name="se")(x)
-    return ConvBN(self.features, (1, 1), act=self.act, dtype=self.dtype, name="pointwise")(x, train)
+    return ConvBN(self.features, (1, 1), act=self.act, epsilon=self.bn_epsilon, dtype=self.dtype,
+                  name="pointwise")(x, train)
 
 
 def adaptive_avg_pool(x, output_size: int | Sequence[int]):

@@ -44,6 +44,7 @@ class MobileNetV1(nn.Module):
   dropout_rate: float = 1e-3
   act: Callable = nn.relu
   se_ratio: int | None = None
+  bn_epsilon: float = 1e-5  # as the zoo's other models (TF-slim and Keras use 1e-3)
   dtype: Any = jnp.float32
 
   def depth(self, channels: int) -> int:
@@ -53,11 +54,12 @@ class MobileNetV1(nn.Module):
   def __call__(self, x, train: bool = False):
     if self.width_multiplier <= 0:
       raise ValueError(f"width_multiplier must be positive, got {self.width_multiplier}")
-    x = ConvBN(self.depth(32), (3, 3), strides=(2, 2), padding="SAME", act=self.act, dtype=self.dtype,
-               name="conv1")(x, train)
+    x = ConvBN(self.depth(32), (3, 3), strides=(2, 2), padding="SAME", act=self.act, epsilon=self.bn_epsilon,
+               dtype=self.dtype, name="conv1")(x, train)
     for i, (features, stride) in enumerate(BLOCKS, start=1):
       x = DepthwiseSeparable(self.depth(features), strides=(stride, stride), se_ratio=self.se_ratio,
-                             act=self.act, padding="SAME", dtype=self.dtype, name=f"block{i}")(x, train)
+                             act=self.act, padding="SAME", bn_epsilon=self.bn_epsilon, dtype=self.dtype,
+                             name=f"block{i}")(x, train)
     x = jnp.mean(x, axis=(1, 2))  # the 7x7 average pool at 224 px, for any resolution
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
@@ -65,5 +67,24 @@ class MobileNetV1(nn.Module):
 
 mobilenet_v1 = MobileNetV1
 
+
+def _keras_overrides(arrays) -> dict[str, Any]:
+  """Keras's MobileNet uses ReLU6 (as TF-slim); its width multiplier shows in the last pointwise conv's width."""
+  overrides: dict[str, Any] = {"act": nn.relu6}
+  if "conv_pw_13" in arrays:
+    overrides["width_multiplier"] = arrays["conv_pw_13"][0].shape[-1] / 1024
+  return overrides
+
+
+# Weight mapping (cnn_flax.convert) for keras.applications.MobileNet.
+KERAS = registry.KerasMapping(
+    ("mobilenet", "mobilenet_v1"),
+    [(r"conv1/conv", "conv1", None), (r"conv1/bn", "conv1_bn", None),
+     (r"block(\d+)/depthwise/conv", r"conv_dw_\1", "depthwise"), (r"block(\d+)/depthwise/bn", r"conv_dw_\1_bn", None),
+     (r"block(\d+)/pointwise/conv", r"conv_pw_\1", None), (r"block(\d+)/pointwise/bn", r"conv_pw_\1_bn", None),
+     (r"fc", "conv_preds", "squeeze")],  # Keras's classifier is a 1x1 conv on the pooled 1x1 map
+    epsilon=1e-3, head="conv_preds", overrides=_keras_overrides)
+
 registry.register("mobilenet_v1", mobilenet_v1, input_size=224,
-                  reference="Howard et al. 2017 Table 1 (width_multiplier field); last depthwise stride 1")
+                  reference="Howard et al. 2017 Table 1 (width_multiplier field); last depthwise stride 1",
+                  keras=KERAS)

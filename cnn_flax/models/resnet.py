@@ -41,20 +41,19 @@ from cnn_flax.models.layers import ConvBN, SqueezeExcite, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
-BN_EPSILON = 1e-5  # torchvision's value (Keras uses 1.001e-5)
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"), an untruncated normal.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def conv_bn(features: int, kernel_size: int, strides: int = 1, *, act=nn.relu, zero_scale: bool = False,
-            name: str, dtype: Any) -> ConvBN:
+            bn_epsilon: float, name: str, dtype: Any) -> ConvBN:
   """Bias-free conv + BN (+ ReLU) with symmetric PyTorch padding (ConvBN's default, whatever the stride).
 
-  ``zero_scale`` starts the BN scale at zero (``zero_init_last_bn``).
+  ``zero_scale`` starts the BN scale at zero (``zero_init_last_bn``); ``bn_epsilon`` is the BatchNorm's epsilon.
   """
   return ConvBN(features, (kernel_size, kernel_size), strides=(strides, strides), act=act,
-                kernel_init=conv_kernel_init, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                kernel_init=conv_kernel_init, momentum=BN_MOMENTUM, epsilon=bn_epsilon,
                 scale_init=nn.initializers.zeros if zero_scale else nn.initializers.ones,
                 dtype=dtype, name=name)
 
@@ -76,7 +75,7 @@ def option_a_shortcut(x, features: int, strides: int):
 
 
 def _merge_branch(x, y, *, strides: int, shortcut: str, plain: bool, se_ratio: int | None, train: bool,
-                  dtype: Any):
+                  bn_epsilon: float, dtype: Any):
   """Finishes a residual block: SE on the branch (after its last BN), shortcut, addition, ReLU.
 
   Called from inside a block's compact ``__call__``, so the modules it creates belong to that block.
@@ -93,7 +92,8 @@ def _merge_branch(x, y, *, strides: int, shortcut: str, plain: bool, se_ratio: i
     residual = x
     if strides != 1 or x.shape[-1] != features:
       # Projection only where the shape changes (option B, torchvision's `downsample`).
-      residual = conv_bn(features, 1, strides, act=None, name="downsample", dtype=dtype)(x, train)
+      residual = conv_bn(features, 1, strides, act=None, bn_epsilon=bn_epsilon, name="downsample",
+                         dtype=dtype)(x, train)
   else:
     raise ValueError(f"unknown shortcut type {shortcut!r}; use 'A' or 'B'")
   return nn.relu(residual + y)
@@ -107,17 +107,18 @@ class BasicBlock(nn.Module):
   plain: bool = False
   se_ratio: int | None = None
   zero_init_last_bn: bool = False
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   expansion: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
-    y = conv_bn(self.features, 3, self.strides, name="conv_bn1", dtype=self.dtype)(x, train)
-    y = conv_bn(self.features, 3, act=None, zero_scale=self.zero_init_last_bn, name="conv_bn2",
-                dtype=self.dtype)(y, train)
+    conv = functools.partial(conv_bn, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
+    y = conv(self.features, 3, self.strides, name="conv_bn1")(x, train)
+    y = conv(self.features, 3, act=None, zero_scale=self.zero_init_last_bn, name="conv_bn2")(y, train)
     return _merge_branch(x, y, strides=self.strides, shortcut=self.shortcut, plain=self.plain,
-                         se_ratio=self.se_ratio, train=train, dtype=self.dtype)
+                         se_ratio=self.se_ratio, train=train, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
 
 
 class BottleneckBlock(nn.Module):
@@ -129,6 +130,7 @@ class BottleneckBlock(nn.Module):
   plain: bool = False
   se_ratio: int | None = None
   zero_init_last_bn: bool = False
+  bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
 
   expansion: ClassVar[int] = 4
@@ -138,12 +140,13 @@ class BottleneckBlock(nn.Module):
     # v1 subsamples with a strided 1x1, which discards 3/4 of the positions before any 3x3 sees them; v1.5
     # moves the stride to the 3x3 (about +0.5% top-1 for ~6% more MACs).
     stride_1x1, stride_3x3 = (1, self.strides) if self.stride_on_3x3 else (self.strides, 1)
-    y = conv_bn(self.features, 1, stride_1x1, name="conv_bn1", dtype=self.dtype)(x, train)
-    y = conv_bn(self.features, 3, stride_3x3, name="conv_bn2", dtype=self.dtype)(y, train)
-    y = conv_bn(self.features * self.expansion, 1, act=None, zero_scale=self.zero_init_last_bn,
-                name="conv_bn3", dtype=self.dtype)(y, train)
+    conv = functools.partial(conv_bn, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
+    y = conv(self.features, 1, stride_1x1, name="conv_bn1")(x, train)
+    y = conv(self.features, 3, stride_3x3, name="conv_bn2")(y, train)
+    y = conv(self.features * self.expansion, 1, act=None, zero_scale=self.zero_init_last_bn, name="conv_bn3")(
+        y, train)
     return _merge_branch(x, y, strides=self.strides, shortcut=self.shortcut, plain=self.plain,
-                         se_ratio=self.se_ratio, train=train, dtype=self.dtype)
+                         se_ratio=self.se_ratio, train=train, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
 
 
 class ResNet(nn.Module):
@@ -156,12 +159,13 @@ class ResNet(nn.Module):
   zero_init_last_bn: bool = False
   plain: bool = False
   se_ratio: int | None = None
+  bn_epsilon: float = 1e-5  # torchvision's (Keras's ResNets: 1.001e-5)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = jnp.asarray(x, self.dtype)
-    x = conv_bn(self.num_filters, 7, 2, name="stem", dtype=self.dtype)(x, train)
+    x = conv_bn(self.num_filters, 7, 2, bn_epsilon=self.bn_epsilon, name="stem", dtype=self.dtype)(x, train)
     # Padding 1 on every side like nn.MaxPool2d(3, 2, 1); Flax pads max-pool windows with -inf.
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
     block_kwargs = {}
@@ -171,8 +175,9 @@ class ResNet(nn.Module):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block(self.num_filters * 2**i, strides=strides, shortcut="B", plain=self.plain,
-                       se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn, dtype=self.dtype,
-                       name=f"layer{i + 1}_{j}", **block_kwargs)(x, train)
+                       se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn,
+                       bn_epsilon=self.bn_epsilon, dtype=self.dtype, name=f"layer{i + 1}_{j}",
+                       **block_kwargs)(x, train)
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: any input resolution works
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
@@ -186,19 +191,20 @@ class CifarResNet(nn.Module):
   zero_init_last_bn: bool = False
   plain: bool = False
   se_ratio: int | None = None
+  bn_epsilon: float = 1e-5  # torchvision's (Keras's ResNets: 1.001e-5)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = jnp.asarray(x, self.dtype)
     # 32x32 inputs: a 3x3 stride-1 stem and no max-pool, so the stages run at 32, 16 and 8 pixels.
-    x = conv_bn(self.num_filters, 3, name="stem", dtype=self.dtype)(x, train)
+    x = conv_bn(self.num_filters, 3, bn_epsilon=self.bn_epsilon, name="stem", dtype=self.dtype)(x, train)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
         x = BasicBlock(self.num_filters * 2**i, strides=strides, shortcut=self.shortcut, plain=self.plain,
-                       se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn, dtype=self.dtype,
-                       name=f"layer{i + 1}_{j}")(x, train)
+                       se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn,
+                       bn_epsilon=self.bn_epsilon, dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
@@ -223,12 +229,39 @@ resnet44 = _cifar_resnet(44)
 resnet56 = _cifar_resnet(56)
 resnet110 = _cifar_resnet(110)
 
+# Weight mappings (cnn_flax.convert). torchvision's names are the modules' own, with '.' for '/'.
+TORCHVISION_RULES = [
+    (r"stem/conv", "conv1", None), (r"stem/bn", "bn1", None),
+    (r"(layer\d)_(\d+)/conv_bn(\d)/conv", r"\1.\2.conv\3", None),
+    (r"(layer\d)_(\d+)/conv_bn(\d)/bn", r"\1.\2.bn\3", None),
+    (r"(layer\d)_(\d+)/downsample/conv", r"\1.\2.downsample.0", None),
+    (r"(layer\d)_(\d+)/downsample/bn", r"\1.\2.downsample.1", None),
+    (r"fc", "fc", None),
+]
+# Keras counts stages from 2 (the stem is conv1) and blocks from 1, and calls the projection shortcut branch 0.
+KERAS_RULES = [
+    (r"stem/(conv|bn)", r"conv1_\1", None),
+    (r"layer(\d)_(\d+)/conv_bn(\d)/(conv|bn)", lambda m: f"conv{int(m[1]) + 1}_block{int(m[2]) + 1}_{m[3]}_{m[4]}",
+     None),
+    (r"layer(\d)_(\d+)/downsample/(conv|bn)", lambda m: f"conv{int(m[1]) + 1}_block{int(m[2]) + 1}_0_{m[3]}", None),
+    (r"fc", "predictions", None),
+]
+
+
+def _keras(application: str) -> registry.KerasMapping:
+  # Keras's ResNets are v1: the stride sits on the first 1x1 of a bottleneck.
+  return registry.KerasMapping((application,), KERAS_RULES, epsilon=1.001e-5,
+                               overrides=lambda arrays: {"stride_on_3x3": False})
+
+
 for _name, _ctor in [("resnet18", resnet18), ("resnet34", resnet34)]:
   registry.register(_name, _ctor, input_size=224,
-                    reference="He et al. 2016 / torchvision resnet (option-B shortcuts)")
+                    reference="He et al. 2016 / torchvision resnet (option-B shortcuts)",
+                    torchvision_rules=TORCHVISION_RULES)
 for _name, _ctor in [("resnet50", resnet50), ("resnet101", resnet101), ("resnet152", resnet152)]:
   registry.register(_name, _ctor, input_size=224,
-                    reference="torchvision resnet v1.5 (stride on the 3x3); stride_on_3x3=False gives He et al. 2016")
+                    reference="torchvision resnet v1.5 (stride on the 3x3); stride_on_3x3=False gives He et al. 2016",
+                    torchvision_rules=TORCHVISION_RULES, keras=_keras(_name))
 for _name, _ctor in [("resnet20", resnet20), ("resnet32", resnet32), ("resnet44", resnet44),
                      ("resnet56", resnet56), ("resnet110", resnet110)]:
   registry.register(_name, _ctor, input_size=32,

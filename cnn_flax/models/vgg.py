@@ -49,6 +49,7 @@ class VGG(nn.Module):
   num_classes: int = 1000
   classifier_width: int = 4096
   dropout_rate: float = 0.5
+  bn_epsilon: float = 1e-5  # torchvision's (Keras's VGGs have no BatchNorm)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -61,7 +62,7 @@ class VGG(nn.Module):
         x = nn.Conv(features, (k, k), padding=((pad, pad), (pad, pad)), kernel_init=conv_init,
                     dtype=self.dtype, name=f"conv{s}_{i}")(x)
         if self.batch_norm:
-          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon, dtype=self.dtype,
                            name=f"bn{s}_{i}")(x)
         x = nn.relu(x)
         if self.lrn and s == 1 and i == 1:
@@ -87,17 +88,50 @@ vgg13_bn = functools.partial(VGG, stages=CONFIGS["B"], batch_norm=True)
 vgg16_bn = functools.partial(VGG, stages=CONFIGS["D"], batch_norm=True)
 vgg19_bn = functools.partial(VGG, stages=CONFIGS["E"], batch_norm=True)
 
+
+def torchvision_rules(model: VGG) -> list[registry.Rule]:
+  """Flax module -> torchvision key prefix for ``model``'s configuration.
+
+  torchvision's ``features`` is one Sequential: conv(, bn), relu per conv and a max-pool after each stage, so a
+  conv's index depends on everything before it. fc6 multiplies the flattened 7x7x512 map, ordered (C, H, W) there.
+  """
+  rules, index = [], 0
+  for s, stage in enumerate(model.stages, start=1):
+    for i in range(1, len(stage) + 1):
+      rules.append((f"conv{s}_{i}", f"features.{index}", None))
+      if model.batch_norm:
+        rules.append((f"bn{s}_{i}", f"features.{index + 1}", None))
+      index += 3 if model.batch_norm else 2
+    index += 1  # the stage's max-pool
+  return rules + [("fc6", "classifier.0", ("chw", 512, 7, 7)), ("fc7", "classifier.3", None),
+                  ("fc8", "classifier.6", None)]
+
+
+def _keras_overrides(arrays) -> dict[str, Any]:
+  # Keras's fc1 width is a free choice of whoever built the head (4096 in the published weights).
+  return {"classifier_width": int(arrays["fc1"][0].shape[-1])} if "fc1" in arrays else {}
+
+
+def _keras(application: str) -> registry.KerasMapping:
+  rules = [(r"conv(\d)_(\d)", r"block\1_conv\2", None), ("fc6", "fc1", None), ("fc7", "fc2", None),
+           ("fc8", "predictions", None)]
+  return registry.KerasMapping((application,), rules, overrides=_keras_overrides)
+
+
 _PAPER = "Simonyan & Zisserman 2015 config {} (torchvision layout: adaptive 7x7 pool)"
-for _name, _ctor, _ref in (
-    ("vgg11", vgg11, _PAPER.format("A")),
-    ("vgg11_lrn", vgg11_lrn, _PAPER.format("A-LRN")),
-    ("vgg13", vgg13, _PAPER.format("B")),
-    ("vgg16_c", vgg16_c, _PAPER.format("C")),
-    ("vgg16", vgg16, _PAPER.format("D")),
-    ("vgg19", vgg19, _PAPER.format("E")),
-    ("vgg11_bn", vgg11_bn, "torchvision vgg11_bn (config A + BatchNorm)"),
-    ("vgg13_bn", vgg13_bn, "torchvision vgg13_bn (config B + BatchNorm)"),
-    ("vgg16_bn", vgg16_bn, "torchvision vgg16_bn (config D + BatchNorm)"),
-    ("vgg19_bn", vgg19_bn, "torchvision vgg19_bn (config E + BatchNorm)"),
+_KERAS = {"vgg16": _keras("vgg16"), "vgg19": _keras("vgg19")}
+# (name, constructor, reference, torchvision has it): torchvision has no A-LRN or C.
+for _name, _ctor, _ref, _in_torchvision in (
+    ("vgg11", vgg11, _PAPER.format("A"), True),
+    ("vgg11_lrn", vgg11_lrn, _PAPER.format("A-LRN"), False),
+    ("vgg13", vgg13, _PAPER.format("B"), True),
+    ("vgg16_c", vgg16_c, _PAPER.format("C"), False),
+    ("vgg16", vgg16, _PAPER.format("D"), True),
+    ("vgg19", vgg19, _PAPER.format("E"), True),
+    ("vgg11_bn", vgg11_bn, "torchvision vgg11_bn (config A + BatchNorm)", True),
+    ("vgg13_bn", vgg13_bn, "torchvision vgg13_bn (config B + BatchNorm)", True),
+    ("vgg16_bn", vgg16_bn, "torchvision vgg16_bn (config D + BatchNorm)", True),
+    ("vgg19_bn", vgg19_bn, "torchvision vgg19_bn (config E + BatchNorm)", True),
 ):
-  registry.register(_name, _ctor, input_size=224, reference=_ref)
+  registry.register(_name, _ctor, input_size=224, reference=_ref,
+                    torchvision_rules=torchvision_rules if _in_torchvision else None, keras=_KERAS.get(_name))
