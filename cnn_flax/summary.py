@@ -48,6 +48,7 @@ import jax.numpy as jnp
 
 from cnn_flax import models, summary_trace
 from cnn_flax.errors import UserError
+from cnn_flax.models import fastconv
 
 
 def default_num_classes(info: models.ModelInfo) -> int:
@@ -87,7 +88,9 @@ def model_stats(name: str, image_size: int | None = None, num_classes: int | Non
   rec = summary_trace.Recorder(type(model).__name__)
 
   def apply(variables, x):
-    with nn.intercept_methods(rec.intercept):
+    # The CPU fast paths compute convolutions as dots and shifted sums: trace the plain convolutions the table
+    # (and its receptive fields) is about.
+    with nn.intercept_methods(rec.intercept), fastconv.plain():
       return model.apply(variables, x, train=False)
 
   try:

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import LocalResponseNorm, adaptive_avg_pool
+from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool
 
 
 def _max_pool(x):
@@ -42,7 +42,7 @@ class AlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    conv = functools.partial(Conv, dtype=self.dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
     x = nn.relu(conv(64, (11, 11), strides=(4, 4), padding=((2, 2), (2, 2)), name="conv1")(x))
     x = _max_pool(x)
@@ -74,7 +74,7 @@ class AlexNetPaper(nn.Module):
     # Sec. 5: weights from N(0, 0.01); biases 1 in conv2/4/5 and the hidden FC layers ("accelerates the early
     # stages of learning by providing the ReLUs with positive inputs"), 0 elsewhere.
     init = nn.initializers.normal(0.01)
-    conv = functools.partial(nn.Conv, dtype=self.dtype, kernel_init=init)
+    conv = functools.partial(Conv, dtype=self.dtype, kernel_init=init)
     dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=init)
     ones, zeros = nn.initializers.ones, nn.initializers.zeros
     lrn = functools.partial(LocalResponseNorm, size=5, alpha=1e-4, beta=0.75, k=2.0, dtype=self.dtype)

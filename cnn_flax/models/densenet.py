@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import ConvBN, SqueezeExcite, symmetric_padding
+from cnn_flax.models.layers import Conv, ConvBN, SqueezeExcite, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
@@ -42,8 +42,8 @@ BN_MOMENTUM = 0.9
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def _conv(features: int, kernel_size: int, strides: int = 1, *, name: str, dtype: Any) -> nn.Conv:
-  return nn.Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
+def _conv(features: int, kernel_size: int, strides: int = 1, *, name: str, dtype: Any) -> Conv:
+  return Conv(features, (kernel_size, kernel_size), strides=(strides, strides),
                  padding=symmetric_padding((kernel_size, kernel_size)), use_bias=False, kernel_init=conv_kernel_init,
                  dtype=dtype, name=name)
 

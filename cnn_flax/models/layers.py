@@ -1,6 +1,8 @@
 """Layers shared by several model families.
 
 * ``LocalResponseNorm``: AlexNet's local response normalisation across channels (Krizhevsky et al. 2012, sec. 3.3).
+* ``Conv``: Flax's ``nn.Conv`` (same parameters, names and results) computed by ``fastconv`` where XLA:CPU is
+  slow; every model builds its convolutions with it.
 * ``ConvBN``: convolution, optional BatchNorm, optional activation: the unit most modern CNNs are built from.
 * ``DepthwiseSeparable``: MobileNet v1's block (Howard et al. 2017, Fig. 3).
 * ``SqueezeExcite``: the SE block (Hu et al. 2018), available to any family through a ``se_ratio`` field.
@@ -12,12 +14,18 @@ BatchNorm uses Flax momentum 0.9 (= PyTorch momentum 0.1) and epsilon 1e-5 (torc
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from cnn_flax.models import fastconv
+
+# A partial of nn.Conv, not a subclass: modules keep the class name Conv, so parameter paths do not change.
+Conv = functools.partial(nn.Conv, conv_general_dilated=fastconv.conv_general_dilated)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -96,7 +104,7 @@ class ConvBN(nn.Module):
   def __call__(self, x, train: bool):
     kernel_size = _pair(self.kernel_size)
     padding = symmetric_padding(kernel_size) if self.padding is None else self.padding
-    x = nn.Conv(self.features, kernel_size, strides=_pair(self.strides), padding=padding,
+    x = Conv(self.features, kernel_size, strides=_pair(self.strides), padding=padding,
                 use_bias=self.use_bias, feature_group_count=self.groups, dtype=self.dtype,
                 kernel_init=self.kernel_init, bias_init=self.bias_init, name="conv")(x)
     if self.use_bn:

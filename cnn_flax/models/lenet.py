@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import registry
+from cnn_flax.models.layers import Conv
 
 # Table I of the paper: which S2 maps (rows) feed each of the 16 C3 maps (columns).
 C3_CONNECTIONS = (
@@ -46,7 +47,7 @@ class LeNet5(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no dropout or batch norm
-    conv = functools.partial(nn.Conv, kernel_size=(5, 5), padding="VALID", dtype=self.dtype)
+    conv = functools.partial(Conv, kernel_size=(5, 5), padding="VALID", dtype=self.dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
     x = nn.relu(conv(6, name="c1")(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
@@ -110,11 +111,11 @@ class LeNet5Paper(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    x = scaled_tanh(nn.Conv(6, (5, 5), padding="VALID", dtype=self.dtype, name="c1")(x))
+    x = scaled_tanh(Conv(6, (5, 5), padding="VALID", dtype=self.dtype, name="c1")(x))
     x = scaled_tanh(TrainableSubsampling(dtype=self.dtype, name="s2")(x))
     x = scaled_tanh(PartialConv(C3_CONNECTIONS, in_features=6, dtype=self.dtype, name="c3")(x))
     x = scaled_tanh(TrainableSubsampling(dtype=self.dtype, name="s4")(x))
-    x = scaled_tanh(nn.Conv(120, (5, 5), padding="VALID", dtype=self.dtype, name="c5")(x))
+    x = scaled_tanh(Conv(120, (5, 5), padding="VALID", dtype=self.dtype, name="c5")(x))
     x = x.reshape((x.shape[0], -1))
     x = scaled_tanh(nn.Dense(84, dtype=self.dtype, name="f6")(x))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import LocalResponseNorm, adaptive_avg_pool
+from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool
 
 # Each stage is a tuple of (out_channels, kernel) convs; a 2x2/2 max-pool follows every stage.
 
@@ -59,7 +59,7 @@ class VGG(nn.Module):
     for s, stage in enumerate(self.stages, start=1):
       for i, (features, k) in enumerate(stage, start=1):
         pad = (k - 1) // 2  # 1 for 3x3 (size-preserving), 0 for config C's 1x1
-        x = nn.Conv(features, (k, k), padding=((pad, pad), (pad, pad)), kernel_init=conv_init,
+        x = Conv(features, (k, k), padding=((pad, pad), (pad, pad)), kernel_init=conv_init,
                     dtype=self.dtype, name=f"conv{s}_{i}")(x)
         if self.batch_norm:
           x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon, dtype=self.dtype,
