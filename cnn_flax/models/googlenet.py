@@ -87,8 +87,12 @@ class Inception(nn.Module):
   """Fig. 2(b): four parallel branches concatenated along channels.
 
   1x1 | 1x1 reduce -> 3x3 | 1x1 reduce -> 5x5 (or 3x3) | 3x3/1 max-pool -> 1x1 projection.
+  With ``reductions=False`` it is the naive module of Fig. 2(a): 1x1 | 3x3 | 5x5 on the input itself, and the
+  max-pool passed through unprojected, so the module's output has c1 + c3 + c5 + C_in channels: the input's width is
+  carried to every later module, the "computational blow up" the 1x1 reductions exist to prevent.
   """
   widths: tuple[int, int, int, int, int, int]
+  reductions: bool = True
   branch3_kernel: int = 5
   batch_norm: bool = False
   bn_epsilon: float = 1e-3
@@ -99,11 +103,13 @@ class Inception(nn.Module):
   def __call__(self, x, train: bool):
     c1, c3r, c3, c5r, c5, cp = self.widths
     conv = functools.partial(_Conv, batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
+    reduce = (lambda c, name: conv(c, name=name)(x, train)) if self.reductions else (lambda c, name: x)
     b1 = conv(c1, name="branch1")(x, train)
-    b2 = conv(c3, 3, name="branch2")(conv(c3r, name="branch2_reduce")(x, train), train)
-    b3 = conv(c5, self.branch3_kernel, name="branch3")(conv(c5r, name="branch3_reduce")(x, train), train)
+    b2 = conv(c3, 3, name="branch2")(reduce(c3r, "branch2_reduce"), train)
+    b3 = conv(c5, self.branch3_kernel, name="branch3")(reduce(c5r, "branch3_reduce"), train)
     b4 = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
-    b4 = conv(cp, name="branch4_proj")(b4, train)
+    if self.reductions:
+      b4 = conv(cp, name="branch4_proj")(b4, train)
     y = jnp.concatenate([b1, b2, b3, b4], axis=-1)
     if self.se_ratio is not None:
       y = SqueezeExcite(self.se_ratio, dtype=self.dtype, name="se")(y)
@@ -148,13 +154,15 @@ class GoogLeNet(nn.Module):
   aux_dropout_rate: float = 0.7
   bn_epsilon: float = 1e-3  # torchvision's GoogLeNet (its other models use 1e-5); used with batch_norm=True only
   se_ratio: int | None = None
+  inception_reductions: bool = True  # False: the naive modules of Fig. 2(a), an ablation (see `Inception`)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = functools.partial(_Conv, batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
     inception = functools.partial(Inception, branch3_kernel=self.branch3_kernel, batch_norm=self.batch_norm,
-                                  bn_epsilon=self.bn_epsilon, se_ratio=self.se_ratio, dtype=self.dtype)
+                                  bn_epsilon=self.bn_epsilon, se_ratio=self.se_ratio,
+                                  reductions=self.inception_reductions, dtype=self.dtype)
     aux = functools.partial(InceptionAux, self.num_classes, batch_norm=self.batch_norm,
                             paper_pool=self.aux_paper_pool, dropout_rate=self.aux_dropout_rate,
                             bn_epsilon=self.bn_epsilon, dtype=self.dtype)
