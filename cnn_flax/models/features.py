@@ -14,7 +14,16 @@ import jax
 
 
 def stage_features(model: nn.Module, variables, images: jax.Array, train: bool = False) -> list[jax.Array]:
-  """The feature map at the end of every stage, from the highest resolution to the lowest."""
+  """The feature map at the end of every stage, from the highest resolution to the lowest.
+
+  Args:
+    model: a module from ``models.create``.
+    variables: its variables (``{"params": ..., "batch_stats": ...}``), e.g. a checkpoint's or converted weights.
+    images: NHWC float images, normalised as the model was trained.
+    train: run in training mode (BatchNorm on batch statistics, dropout on with a fixed key).
+  Returns:
+    One NHWC array per resolution the network passes through (its last map at that resolution).
+  """
   outputs: list[jax.Array] = []
 
   def record(next_fun, args, kwargs, context):

@@ -94,7 +94,19 @@ def info(name: str) -> ModelInfo:
 
 
 def create(name: str, num_classes: int, **overrides: Any) -> nn.Module:
-  """Builds the registered model ``name`` with ``num_classes`` outputs; ``overrides`` set module fields."""
+  """Builds the registered model ``name``.
+
+  Args:
+    name: a registered name (``names()``).
+    num_classes: the classifier's outputs.
+    **overrides: module fields, e.g. ``dtype=jnp.bfloat16``, ``width_multiplier=0.5`` (MobileNet),
+      ``plain=True`` (ResNet), ``bn_epsilon=1e-3``.
+  Returns:
+    A Flax Linen module whose ``__call__(x, train: bool)`` takes NHWC float images and returns logits (GoogLeNet
+    in training: ``{"logits": ..., "aux_logits": (...)}``).
+  Raises:
+    UserError: an unknown name (the message lists the registered ones) or a field the model does not have.
+  """
   constructor = info(name).constructor
   try:
     return constructor(num_classes=num_classes, **overrides)
