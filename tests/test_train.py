@@ -242,18 +242,64 @@ def test_a_resume_with_the_accepted_changes_continues_from_the_checkpoint(six_st
   assert checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True).steps() == [6, 10]
 
 
+def _assert_nothing_non_finite_was_logged_or_saved(workdir, diverged_at, message):
+  """The divergence contract: the named last good checkpoint is the latest one, it precedes the diverged step and
+  holds finite parameters, and not one value in metrics.jsonl is NaN or infinite."""
+  ckpt = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+  last_good = ckpt.latest_step()
+  if last_good is None:  # diverged before the first checkpoint
+    assert "the last good checkpoint is none in " in message
+  else:
+    assert all(s < diverged_at for s in ckpt.steps())
+    assert f"the last good checkpoint is step {last_good} in " in message
+    _, arrays = _checkpoint_arrays(workdir, last_good)
+    assert all(np.isfinite(a).all() for a in arrays.values())
+  with open(os.path.join(workdir, metrics.METRICS_FILE)) as f:
+    rows = [json.loads(line) for line in f]  # Python's json reads NaN and Infinity, which JSON itself lacks
+  assert rows
+  for row in rows:
+    for key, value in row.items():
+      assert math.isfinite(value), f"{key}={value} logged at step {row['step']}"
+
+
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path):
-  tiny_config.optimizer.learning_rate = 1e6
+  tiny_config.optimizer.learning_rate = 1e3  # the gradient norm overflows at step 3, the loss one step later
   tiny_config.optimizer.momentum = 0.0
   tiny_config.checkpoint_every_steps = 2
   tiny_config.log_every_steps = 1
-  with pytest.raises(TrainingDiverged, match=r"non-finite \(nan\) at step (\d+); the last good checkpoint is step"):
+  with pytest.raises(TrainingDiverged, match=r"non-finite \((nan|inf)\) at step \d+; the last good checkpoint is") as e:
     trainer.train_and_evaluate(tiny_config, str(tmp_path))
-  ckpt = checkpoint.Checkpoints(os.path.join(tmp_path, "checkpoints"), read_only=True)
-  assert ckpt.steps()  # the good checkpoint survived
-  rows = read_metrics(str(tmp_path))
-  assert all(math.isfinite(r.get("train/loss", 0.0)) for r in rows)  # no NaN was logged
-  assert max(r["step"] for r in rows) >= ckpt.latest_step()
+  diverged_at = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+  assert diverged_at > 2 and "checkpoint is step 2 in" in str(e.value)
+  _assert_nothing_non_finite_was_logged_or_saved(str(tmp_path), diverged_at, str(e.value))
+
+
+# 6: evaluated and saved, no checkpoint before it; 8: logged only; 12: evaluated and saved after the checkpoint of 6.
+@pytest.mark.parametrize("poisoned_step", [6, 8, 12])
+def test_parameters_that_turn_non_finite_under_a_finite_loss_are_neither_evaluated_logged_nor_saved(
+    tiny_config, tmp_path, monkeypatch, poisoned_step):
+  """An update can overflow the parameters while the loss of that step (computed before the update) is finite,
+  e.g. an infinite gradient. Simulated by making the parameters NaN after step `poisoned_step`."""
+  real_make_jitted_steps = steps.make_jitted_steps
+
+  def poisoning_steps(*args, **kwargs):
+    train, evaluate = real_make_jitted_steps(*args, **kwargs)
+
+    def poisoned_train(state, batch, data):
+      state, step_metrics = train(state, batch, data)
+      if int(state.step) == poisoned_step:
+        state = state.replace(params=jax.tree.map(lambda p: p * np.nan, state.params))
+      return state, step_metrics
+
+    return poisoned_train, evaluate
+
+  monkeypatch.setattr(steps, "make_jitted_steps", poisoning_steps)
+  with pytest.raises(TrainingDiverged) as e:
+    trainer.train_and_evaluate(tiny_config, str(tmp_path))
+  # Step `poisoned_step`'s own loss is finite; the parameters check or the next step's loss finds the NaN.
+  diverged_at = int(re.search(r"(?:by|at) step (\d+)", str(e.value)).group(1))
+  assert diverged_at in (poisoned_step, poisoned_step + 1)
+  _assert_nothing_non_finite_was_logged_or_saved(str(tmp_path), diverged_at, str(e.value))
 
 
 def test_on_device_and_record_feeds_give_the_same_run(finished_run, finished_host_run):
