@@ -1,4 +1,5 @@
 """Test-wide settings: CPU only, a persistent compilation cache, and helpers for end-to-end runs."""
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +22,17 @@ def run_script(*args, env=None, timeout=300):
   full_env = {**os.environ, **(env or {})}
   return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=full_env, capture_output=True, text=True,
                         timeout=timeout)
+
+
+def fingerprint(directory):
+  """Every file under `directory` with a hash of its contents: equal fingerprints, byte-identical trees."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return out
 
 
 def read_metrics(workdir):

@@ -1,5 +1,4 @@
 """End-to-end training runs in this process: outputs, exact resume, divergence, refusal of foreign workdirs."""
-import hashlib
 import json
 import math
 import os
@@ -12,18 +11,7 @@ import pytest
 
 from cnn_flax import checkpoint, evaluator, metrics, parallel, schema, steps, trainer
 from cnn_flax.errors import TrainingDiverged, UserError
-from tests.conftest import make_tiny_config, read_metrics
-
-
-def _fingerprint(directory):
-  """Every file under `directory` with a hash of its contents."""
-  out = {}
-  for root, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-  return out
+from tests.conftest import fingerprint, make_tiny_config, read_metrics
 
 
 def _checkpoint_arrays(workdir, step=None):
@@ -186,14 +174,14 @@ def _set(config, path, value):
 @pytest.mark.parametrize("field", schema.RUN_IDENTITY_FIELDS)
 def test_a_resume_that_changes_a_run_identity_field_is_refused_and_touches_nothing(finished_run, field):
   config, workdir, _ = finished_run
-  before = _fingerprint(workdir)
+  before = fingerprint(workdir)
   other = config.copy_and_resolve_references()
   old = schema.flatten(config.to_dict())[field]
   _set(other, field, OTHER_IDENTITY[field])
   new = schema.flatten(other.to_dict())[field]
   with pytest.raises(UserError, match=re.escape(f"holds another run ({field}: {old!r} -> {new!r})")):
     trainer.train_and_evaluate(other, workdir)
-  assert _fingerprint(workdir) == before
+  assert fingerprint(workdir) == before
 
 
 def _another_value(value):
