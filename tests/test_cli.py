@@ -5,48 +5,86 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import read_metrics, run_script
+from tests.conftest import fingerprint, read_metrics, run_script
 
 TINY = ["--config.num_train_steps=8", "--config.batch_size=32", "--config.eval_batch_size=64",
         "--config.log_every_steps=2", "--config.eval_every_steps=0", "--config.checkpoint_every_steps=0",
         "--config.schedule.name=constant", "--config.progress_bar=False", "--config.augment.crop_padding=0"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config", "configs/missing.py"], "config file 'configs/missing.py' not found"),
-    (["--config", "configs/lenet5.py", "--config.nope=1"], "unknown config key 'nope'"),
-    (["--config", "configs/lenet5.py", "--config.batch_size=abc"], "batch_size"),
-    (["--config", "configs/lenet5.py:zzz"], "unknown preset 'zzz'"),
-    (["--config", "configs/lenet5.py", "--config.model.name=resnet9000"], "unknown model; choose one of"),
-    (["--config", "configs/lenet5.py", "--config.num_train_steps=-5"], "config.num_train_steps=-5"),
-    (["--config", "configs/lenet5.py", "--config.optimizer.name=adagrad"], "unknown optimizer"),
-    (["--config", "configs/lenet5.py", "--config.batch_size=100000"], "exceeds the 1442 training examples"),
-    ([], "--config is required"),
-    (["--config", "configs/lenet5.py", "--config.dataset.name=cifar10", "--config.dataset.data_dir=/nonexistent"],
-     "is not prepared in '/nonexistent'; prepare it with `tfds build cifar10 --file_format=array_record"),
-    (["--config", "configs/resnet20_cifar.py", "--config.dataset.data_dir=/nonexistent"],
-     "or train the same model on the bundled data: --config configs/resnet20_cifar.py:digits"),
-])
-def test_user_errors_exit_2_with_one_line_and_no_traceback(args, message, tmp_path):
-  result = run_script("train.py", *args, "--workdir", str(tmp_path / "w"))
+LENET = ["--config", "configs/lenet5.py", *TINY]  # the command of `one_device_run`, the finished run below
+
+
+def _case(id, args, message, against="finished"):
+  return pytest.param(args, message, against, id=f"{id}-{against}")
+
+
+# Each bad command runs against a workdir that holds a finished run of LENET, which it must leave byte-identical.
+# Where that run changes the error (a run-identity field differs from it), the command runs in a fresh workdir too.
+USER_ERRORS = [
+    _case("missing-config", ["--config", "configs/missing.py", *TINY], "config file 'configs/missing.py' not found"),
+    _case("missing-config-no-overrides", ["--config", "configs/missing.py"],
+          "config file 'configs/missing.py' not found"),
+    _case("unknown-key", [*LENET, "--config.nope=1"], "unknown config key 'nope'"),
+    _case("bad-type", [*LENET, "--config.batch_size=abc"], "flag --config.batch_size=abc: invalid literal for int()"),
+    _case("unknown-preset", ["--config", "configs/lenet5.py:zzz", *TINY], "unknown preset 'zzz'"),
+    _case("unknown-model", [*LENET, "--config.model.name=resnet9000"], "unknown model; choose one of"),
+    _case("negative-steps", [*LENET, "--config.num_train_steps=-5"], "config.num_train_steps=-5"),
+    _case("unknown-optimizer", [*LENET, "--config.optimizer.name=adagrad"], "unknown optimizer"),
+    _case("batch-too-large", [*LENET, "--config.batch_size=100000"], "holds another run (batch_size: 32 -> 100000)"),
+    _case("batch-too-large", [*LENET, "--config.batch_size=100000"], "exceeds the 1442 training examples", "fresh"),
+    _case("no-config", [], "--config is required"),
+    _case("positional-argument", [*LENET, "extra"], "unexpected arguments ['extra']"),
+    _case("unprepared-tfds", [*LENET, "--config.dataset.name=cifar10", "--config.dataset.data_dir=/nonexistent"],
+          "holds another run (dataset.name: 'digits' -> 'cifar10')"),
+    _case("unprepared-tfds", [*LENET, "--config.dataset.name=cifar10", "--config.dataset.data_dir=/nonexistent"],
+          "is not prepared in '/nonexistent'; prepare it with `tfds build cifar10 --file_format=array_record", "fresh"),
+    _case("unprepared-with-preset-hint",
+          ["--config", "configs/resnet20_cifar.py", *TINY, "--config.dataset.data_dir=/nonexistent"],
+          "holds another run (model.name: 'lenet5' -> 'resnet20'"),
+    _case("unprepared-with-preset-hint",
+          ["--config", "configs/resnet20_cifar.py", *TINY, "--config.dataset.data_dir=/nonexistent"],
+          "or train the same model on the bundled data: --config configs/resnet20_cifar.py:digits", "fresh"),
+    # Resumes that change only accepted fields pass the workdir check and fail later, while building the run.
+    _case("missing-eval-split", [*LENET, "--config.dataset.eval_split=validation"],
+          "dataset 'digits' has no split 'validation'; its splits are: train, test"),
+    _case("host-augment-on-device", [*LENET, "--config.dataset.on_device=yes",
+                                     "--config.augment.host=random_resized_crop"],
+          "config.dataset.on_device='yes' cannot apply the host augmentation 'random_resized_crop'"),
+    _case("unknown-frozen-layer", [*LENET, "--config.freeze=('layer1',)"], "config.freeze names ['layer1']"),
+]
+
+
+@pytest.mark.parametrize("args, message, against", USER_ERRORS)
+def test_user_errors_exit_2_with_one_line_and_touch_nothing(args, message, against, one_device_run, tmp_path):
+  workdir = one_device_run[0] if against == "finished" else str(tmp_path / "w")
+  before = fingerprint(workdir) if against == "finished" else None
+  result = run_script("train.py", *args, "--workdir", workdir)
   assert result.returncode == 2, result.stderr
-  assert "Traceback" not in result.stderr
-  last = result.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: ") and message in last, result.stderr
-  assert not os.path.exists(tmp_path / "w")  # nothing was written
+  # Exactly one line on stderr: no traceback, no warnings, no logging around it.
+  assert len(result.stderr.splitlines()) == 1, result.stderr
+  assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+  if against == "finished":
+    assert fingerprint(workdir) == before  # the earlier run is byte-identical
+  else:
+    assert not os.path.exists(workdir)  # nothing was created
 
 
 def test_unusable_workdir_is_a_user_error(tmp_path):
   not_a_dir = tmp_path / "file"
   not_a_dir.write_text("x")
   result = run_script("train.py", "--config", "configs/lenet5.py", "--workdir", str(not_a_dir))
-  assert result.returncode == 2 and "is a file, not a directory" in result.stderr
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [f"error: --workdir {str(not_a_dir)!r} is a file, not a directory; "
+                                        f"pass a directory path"]
   assert not_a_dir.read_text() == "x"
 
 
 def test_eval_of_a_missing_run_is_a_user_error(tmp_path):
   result = run_script("eval.py", "--workdir", str(tmp_path))
-  assert result.returncode == 2 and "holds no training run" in result.stderr and "Traceback" not in result.stderr
+  assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+  assert result.stderr.startswith("error: ") and "holds no training run" in result.stderr
+  assert os.listdir(tmp_path) == []  # eval.py wrote no report into it
 
 
 @pytest.fixture(scope="module")
