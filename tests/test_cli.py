@@ -191,28 +191,80 @@ def test_training_never_imports_tensorflow(tmp_path):
   assert result.returncode == 0, result.stderr
 
 
-def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
-  import signal
+# train.py with a pause before its training batch number `pause_at` (0: never): it creates `<dir>/paused` and waits
+# for `<dir>/release`. The test sends SIGTERM during the pause, so the stop lands at a known step of a short run.
+PAUSING_TRAIN = """
+import os, runpy, sys, time
+pause_at, signal_dir = int(sys.argv[1]), sys.argv[2]
+sys.argv = ["train.py", *sys.argv[3:]]
+from cnn_flax import parallel
+real_global_batch, train_batches = parallel.global_batch, []
+def pausing_global_batch(local, sharding):
+  if "mask" not in local:  # a training batch (evaluation batches carry a mask)
+    train_batches.append(1)
+    if len(train_batches) == pause_at:
+      open(os.path.join(signal_dir, "paused"), "w").close()
+      while not os.path.exists(os.path.join(signal_dir, "release")):
+        time.sleep(0.01)
+  return real_global_batch(local, sharding)
+parallel.global_batch = pausing_global_batch
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def _start(args, env=None, pause_at=0, signal_dir=""):
   import subprocess
   import sys
-  import time
 
   from tests.conftest import REPO_ROOT
-  args = ["train.py", "--config", "configs/lenet5.py", "--workdir", str(tmp_path), *TINY,
-          "--config.num_train_steps=1500", "--config.log_every_steps=10"]
-  proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
-  metrics_file = tmp_path / "metrics.jsonl"
-  deadline = time.time() + 120
-  while not (metrics_file.exists() and metrics_file.read_text().strip()) and time.time() < deadline:
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 1 and "Traceback" not in err, err
-  stopped_at = int(err.split("saved a checkpoint of step ")[1].split()[0])
-  assert 10 <= stopped_at < 1500
-  from cnn_flax import checkpoint
-  assert checkpoint.Checkpoints(str(tmp_path / "checkpoints"), read_only=True).latest_step() == stopped_at
-  assert read_metrics(str(tmp_path))[-1]["step"] == stopped_at  # the metrics up to the stop were flushed
-  result = run_script(*args)
-  assert result.returncode == 0 and f"step 1500/1500 (resumed at step {stopped_at})" in result.stdout
+  command = [sys.executable, "-c", PAUSING_TRAIN, str(pause_at), str(signal_dir), *args] if pause_at else \
+      [sys.executable, "train.py", *args]
+  return subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _sigterm_during_pause(procs, target, signal_dir, timeout=120):
+  """Waits for `target`'s pause, sends it SIGTERM, releases it; returns every process's (stdout, stderr)."""
+  import signal
+  import time
+  deadline = time.time() + timeout
+  while not (signal_dir / "paused").exists():
+    if time.time() > deadline or any(p.poll() is not None for p in procs):
+      for p in procs:
+        p.kill()
+      pytest.fail(f"no pause: {[p.communicate()[1][-2000:] for p in procs]}")
+    time.sleep(0.02)
+  target.send_signal(signal.SIGTERM)
+  (signal_dir / "release").touch()
+  return [p.communicate(timeout=timeout) for p in procs]
+
+
+def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes_to_the_straight_runs_result(one_device_run,
+                                                                                            tmp_path):
+  from cnn_flax import checkpoint, metrics
+  from tests.conftest import assert_same_final_state, without_rate
+  straight_dir, _ = one_device_run
+  workdir, signal_dir = tmp_path / "run", tmp_path / "signals"
+  signal_dir.mkdir()
+  args = ["--config", "configs/lenet5.py", "--workdir", str(workdir), *TINY]
+  # SIGTERM while the batch of step 5 is prepared: a single process checks after every step, so it stops after
+  # step 5, between the log steps 4 and 6 and with no checkpoint before (checkpoint_every_steps=0).
+  proc = _start(args, pause_at=5, signal_dir=signal_dir)
+  [(_, err)] = _sigterm_during_pause([proc], proc, signal_dir)
+  assert proc.returncode == 1
+  assert err.splitlines() == [f"stopped: SIGTERM received; saved a checkpoint of step 5 of 8 in "
+                              f"{workdir / 'checkpoints'}; rerun the same command to resume"]
+  assert checkpoint.Checkpoints(str(workdir / "checkpoints"), read_only=True).steps() == [5]
+  assert [r["step"] for r in read_metrics(str(workdir))] == [2, 4, 5]  # the steps since 4 were flushed
+
+  result = run_script("train.py", *args)
+  assert result.returncode == 0 and "step 8/8 (resumed at step 5)" in result.stdout, result.stderr
+  assert_same_final_state(str(workdir), straight_dir)  # bit-identical parameters and optimizer state
+  assert not (workdir / metrics.ORPHANED_FILE).exists()  # the stop saved the last logged step
+  resumed, straight = without_rate(read_metrics(str(workdir))), without_rate(read_metrics(straight_dir))
+  assert [r["step"] for r in resumed] == [2, 4, 5, 6, 8, 8] and [r["step"] for r in straight] == [2, 4, 6, 8, 8]
+  assert resumed[:2] == straight[:2] and resumed[4:] == straight[3:]  # lines 2, 4 and both lines of step 8
+  # The stop split the interval 5-6 into two lines of one step each; their mean is the straight run's line.
+  for key, value in straight[2].items():
+    if key != "step":
+      assert (resumed[2][key] + resumed[3][key]) / 2 == pytest.approx(value, rel=1e-6), key

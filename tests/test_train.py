@@ -6,37 +6,18 @@ import re
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from cnn_flax import checkpoint, evaluator, metrics, parallel, schema, steps, trainer
 from cnn_flax.errors import TrainingDiverged, UserError
-from tests.conftest import fingerprint, make_tiny_config, read_metrics
-
-
-def _checkpoint_arrays(workdir, step=None):
-  """(step, {path: array}) of everything a checkpoint's state holds: step, params, batch stats, optimizer state."""
-  directory = os.path.join(workdir, "checkpoints")
-  if step is None:
-    step = checkpoint.Checkpoints(directory, read_only=True).latest_step()
-  state = ocp.StandardCheckpointer().restore(os.path.abspath(os.path.join(directory, str(step), "state")))
-  return step, {jax.tree_util.keystr(path): np.asarray(leaf)
-                for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
-
-
-def _assert_same_final_state(workdir, reference_dir):
-  """The final checkpoints hold bit-identical arrays (not merely close ones)."""
-  step, arrays = _checkpoint_arrays(workdir)
-  reference_step, reference = _checkpoint_arrays(reference_dir)
-  assert step == reference_step and arrays.keys() == reference.keys()
-  assert any(key.startswith("['opt_state']") for key in arrays)  # the optimizer state is compared too
-  for key in reference:
-    np.testing.assert_array_equal(arrays[key], reference[key], err_msg=key)
-
-
-def _without_rate(rows):
-  """Metrics rows without images/s, the one logged figure that depends on the machine's speed."""
-  return [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+from tests.conftest import (
+  assert_same_final_state,
+  checkpoint_arrays,
+  fingerprint,
+  make_tiny_config,
+  read_metrics,
+  without_rate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +94,8 @@ def test_resuming_with_a_longer_num_train_steps_continues_exactly(finished_run, 
   workdir = _copy_of(six_step_run, tmp_path)
   summary = trainer.train_and_evaluate(config, workdir)  # the same command again, longer
   assert summary["step"] == 12
-  assert _without_rate(read_metrics(workdir)) == _without_rate(read_metrics(straight_dir))
-  _assert_same_final_state(workdir, straight_dir)
+  assert without_rate(read_metrics(workdir)) == without_rate(read_metrics(straight_dir))
+  assert_same_final_state(workdir, straight_dir)
 
 
 class _Crash(Exception):
@@ -150,10 +131,10 @@ def test_resume_after_a_crash_between_checkpoints_matches_a_straight_run(finishe
   summary = trainer.train_and_evaluate(config, workdir)  # the same command resumes from step 6
 
   assert summary["step"] == 12 and summary["feed"] == feed
-  assert _without_rate(read_metrics(workdir)) == _without_rate(read_metrics(straight_dir))
+  assert without_rate(read_metrics(workdir)) == without_rate(read_metrics(straight_dir))
   with open(os.path.join(workdir, metrics.ORPHANED_FILE)) as f:
     assert f.readlines() == after_checkpoint  # exactly the line of step 8 that the crashed run wrote
-  _assert_same_final_state(workdir, straight_dir)
+  assert_same_final_state(workdir, straight_dir)
   assert checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True).steps() == [6, 12]
 
 
@@ -240,7 +221,7 @@ def _assert_nothing_non_finite_was_logged_or_saved(workdir, diverged_at, message
   else:
     assert all(s < diverged_at for s in ckpt.steps())
     assert f"the last good checkpoint is step {last_good} in " in message
-    _, arrays = _checkpoint_arrays(workdir, last_good)
+    _, arrays = checkpoint_arrays(workdir, last_good)
     assert all(np.isfinite(a).all() for a in arrays.values())
   with open(os.path.join(workdir, metrics.METRICS_FILE)) as f:
     rows = [json.loads(line) for line in f]  # Python's json reads NaN and Infinity, which JSON itself lacks
@@ -293,8 +274,8 @@ def test_parameters_that_turn_non_finite_under_a_finite_loss_are_neither_evaluat
 def test_on_device_and_record_feeds_give_the_same_run(finished_run, finished_host_run):
   (_, device_dir, device), (_, host_dir, host) = finished_run, finished_host_run
   assert device["feed"] == "device" and host["feed"] == "host"  # each run used the feed it asked for
-  assert _without_rate(read_metrics(device_dir)) == _without_rate(read_metrics(host_dir))
-  _assert_same_final_state(host_dir, device_dir)
+  assert without_rate(read_metrics(device_dir)) == without_rate(read_metrics(host_dir))
+  assert_same_final_state(host_dir, device_dir)
 
 
 def test_host_augmentation_cannot_be_forced_on_device(tiny_config, tmp_path):
