@@ -81,11 +81,22 @@ def test_reevaluating_the_final_checkpoint_gives_the_logged_accuracy(finished_ru
   assert os.path.exists(os.path.join(workdir, "eval", "test_step12_confusion.csv"))
 
 
-def test_best_checkpoint_is_the_highest_eval_accuracy(finished_run):
-  _, workdir, summary = finished_run
-  evals = {r["step"]: r["eval/accuracy"] for r in read_metrics(workdir) if "eval/accuracy" in r}
-  assert summary["best_step"] == max(evals, key=lambda s: (evals[s], s))
-  assert evaluator.evaluate_workdir(workdir, best=True)["step"] == summary["best_step"]
+def test_the_best_checkpoint_outlives_retention_and_is_what_eval_best_restores(six_step_run, tmp_path):
+  """A run whose accuracy falls after its best checkpoint: resumed from step 6 at a 10x learning rate, it collapses
+  by step 12. With keep_checkpoints=1 the best checkpoint (6) survives next to the latest (12)."""
+  workdir = _copy_of(six_step_run, tmp_path)
+  config = make_tiny_config()
+  config.optimizer.learning_rate = 0.5
+  config.keep_checkpoints = 1
+  summary = trainer.train_and_evaluate(config, workdir)
+  evals = {r["step"]: r for r in read_metrics(workdir) if "eval/accuracy" in r}
+  assert sorted(evals) == [6, 12] and evals[12]["eval/accuracy"] < evals[6]["eval/accuracy"]  # the premise
+  assert summary["best_step"] == 6 and summary["latest_step"] == 12
+  assert checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True).steps() == [6, 12]
+  figures = evaluator.evaluate_workdir(workdir, best=True)
+  assert figures["step"] == 6
+  for key in ("eval/accuracy", "eval/top5_accuracy", "eval/loss", "eval/num_examples"):
+    assert figures[key] == evals[6][key]
 
 
 def test_resuming_with_a_longer_num_train_steps_continues_exactly(finished_run, six_step_run, tmp_path):
