@@ -188,14 +188,39 @@ runpy.run_path("train.py", run_name="__main__")
 
 
 def _start(args, env=None, pause_at=0, signal_dir=""):
+  """Starts train.py (paused before training batch `pause_at` if > 0). Its output goes to files, not pipes: a
+  process blocked on a full pipe that nobody reads would stall the collectives of the other."""
   import subprocess
   import sys
+  import tempfile
 
   from tests.conftest import REPO_ROOT
   command = [sys.executable, "-c", PAUSING_TRAIN, str(pause_at), str(signal_dir), *args] if pause_at else \
       [sys.executable, "train.py", *args]
-  return subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+  proc = subprocess.Popen(command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=err,
+                          text=True)
+  proc.output_files = (out, err)
+  return proc
+
+
+def _finish(procs, timeout=300):
+  """Waits for every process; returns each one's (stdout, stderr)."""
+  outputs = []
+  for p in procs:
+    try:
+      p.wait(timeout=timeout)
+    except BaseException:
+      for q in procs:
+        q.kill()
+      raise
+    texts = []
+    for f in p.output_files:
+      f.seek(0)
+      texts.append(f.read())
+      f.close()
+    outputs.append(tuple(texts))
+  return outputs
 
 
 def _sigterm_during_pause(procs, target, signal_dir, timeout=120):
@@ -207,11 +232,11 @@ def _sigterm_during_pause(procs, target, signal_dir, timeout=120):
     if time.time() > deadline or any(p.poll() is not None for p in procs):
       for p in procs:
         p.kill()
-      pytest.fail(f"no pause: {[p.communicate()[1][-2000:] for p in procs]}")
+      pytest.fail(f"no pause: {[err[-2000:] for _, err in _finish(procs)]}")
     time.sleep(0.02)
   target.send_signal(signal.SIGTERM)
   (signal_dir / "release").touch()
-  return [p.communicate(timeout=timeout) for p in procs]
+  return _finish(procs, timeout)
 
 
 def _multi_process_env(port, i):
@@ -274,7 +299,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step_and_they_re
 
   port = _free_port()
   procs = [_start(args, _multi_process_env(port, i)) for i in range(2)]
-  outputs = [p.communicate(timeout=300) for p in procs]
+  outputs = _finish(procs)
   for p, (_, err) in zip(procs, outputs, strict=True):
     assert p.returncode == 0, err
   assert "step 8/8 (resumed at step 6)" in outputs[0][0]
