@@ -15,8 +15,8 @@ TINY = ["--config.num_train_steps=8", "--config.batch_size=32", "--config.eval_b
 LENET = ["--config", "configs/lenet5.py", *TINY]  # the command of `one_device_run`, the finished run below
 
 
-def _case(id, args, message, against="finished"):
-  return pytest.param(args, message, against, id=f"{id}-{against}")
+def _case(name, args, message, against="finished"):
+  return pytest.param(args, message, against, id=f"{name}-{against}")
 
 
 # Each bad command runs against a workdir that holds a finished run of LENET, which it must leave byte-identical.
