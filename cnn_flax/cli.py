@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -68,7 +69,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     key = str(e).strip("\"'")
     fail(f"unknown config key {key!r} in a --config.* override; check its spelling against `python -m cnn_flax.schema`")
   except Exception as e:  # noqa: BLE001  any other failure while loading the config file is the user's to fix
-    fail(f"could not load the config: {type(e).__name__}: {e}")
+    # A missing config file surfaces here, not in loaded_config, when --config.* overrides need its fields.
+    missing = re.search(r"Failed loading config file.*No such file or directory: '([^']+)'", str(e), re.DOTALL)
+    if missing:
+      fail(_config_file_not_found(missing.group(1)))
+    fail(f"could not load the config: {type(e).__name__}: {_flag_message(e)}")
   if model_kwargs:
     config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
     if not isinstance(config, ml_collections.ConfigDict):
@@ -94,9 +99,13 @@ def loaded_config(config_flag: flags.FlagHolder, name: str = "config") -> ml_col
     path = flags.FLAGS[name].config_filename if flags.FLAGS[name].present else None
     if not path:
       fail(f"--{name} is required, e.g. --{name} configs/lenet5.py")
-    fail(f"config file {path.split(':')[0]!r} not found; pass a path such as configs/lenet5.py "
-         f"(relative to {os.getcwd()})")
+    fail(_config_file_not_found(path))
   return config
+
+
+def _config_file_not_found(path: str) -> str:
+  return (f"config file {path.split(':')[0]!r} not found; pass a path such as configs/lenet5.py "
+          f"(relative to {os.getcwd()})")
 
 
 def config_name(config_flag_name: str = "config") -> str:

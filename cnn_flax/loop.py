@@ -80,10 +80,13 @@ class TrainLog:
       return
     host = jax.device_get([m for _, m in self.pending])
     for (s, _), m in zip(self.pending, host, strict=True):
-      if not math.isfinite(float(m["loss"])):
-        raise TrainingDiverged(
-            f"the training loss became non-finite ({float(m['loss'])}) at step {s}; the last good checkpoint is "
-            f"{self._last_good()} in {self.checkpoint_dir}; lower config.optimizer.learning_rate or add warmup")
+      # Every figure, not only the loss: a gradient can overflow while the loss of its step is still finite.
+      for key in ("loss", *sorted(k for k in m if k != "loss")):
+        if not math.isfinite(float(m[key])):
+          raise TrainingDiverged(
+              f"the training {key.replace('_', ' ')} became non-finite ({float(m[key])}) at step {s}; the last good "
+              f"checkpoint is {self._last_good()} in {self.checkpoint_dir}; lower config.optimizer.learning_rate or "
+              f"add warmup")
     row = {f"train/{k}": float(np.mean([m[k] for m in host])) for k in host[0]}
     row["train/learning_rate"] = float(self.schedule(step - 1))
     rate = self.stopwatch.rate()
@@ -100,4 +103,4 @@ class TrainLog:
 
   def diverged_parameters(self, step: int) -> TrainingDiverged:
     return TrainingDiverged(f"the parameters became non-finite by step {step}; the last good checkpoint is "
-                            f"{self.last_saved} in {self.checkpoint_dir}; lower config.optimizer.learning_rate")
+                            f"{self._last_good()} in {self.checkpoint_dir}; lower config.optimizer.learning_rate")

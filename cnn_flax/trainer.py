@@ -156,13 +156,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       stopping = todo.check_stop and stop_signal.requested()
       if todo.log or stopping:
         log.flush(step)
+      # The parameters can turn non-finite in a step whose loss (computed before the update) was finite: check them
+      # before they are evaluated or saved, so that no NaN is logged and no diverged state is written.
+      if (todo.evaluate or todo.save or stopping) and not bool(state_is_finite(state)):
+        raise log.diverged_parameters(step)
       eval_result = None
       if todo.evaluate:
         eval_result = evaluate_now(state)
         log.evaluated(step, eval_result)
       if todo.save or stopping:
-        if not bool(state_is_finite(state)):
-          raise log.diverged_parameters(step)
         ckpt.save(step, state, train_iter, config.to_dict(), eval_result)
         log.last_saved = step
       if stopping:

@@ -54,12 +54,33 @@ def test_pca_lighting_shifts_each_image_by_one_colour_and_is_off_at_zero():
   np.testing.assert_array_equal(augment.pca_lighting(images, jax.random.key(0), 0.0), images)
 
 
+def test_pca_lighting_is_alexnets_noise_along_the_imagenet_eigenvectors():
+  """Krizhevsky et al. 2012, sec. 4.1: add [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with a_i ~ N(0, sigma), in 0-1 pixel
+  units. Reading the a_i back from many shifts must give independent N(0, sigma) draws for each eigenvector."""
+  sigma = 0.1
+  images = jnp.zeros((4000, 1, 1, 3))
+  lighting = jax.jit(augment.pca_lighting, static_argnums=2)
+  shifts = np.asarray(lighting(images, jax.random.key(0), sigma), np.float64)[:, 0, 0, :] / 255.0
+  eigvec = np.asarray(augment.IMAGENET_PCA_EIGVEC, np.float64)  # eigenvectors in its columns
+  eigval = np.asarray(augment.IMAGENET_PCA_EIGVAL, np.float64)
+  alphas = np.linalg.solve(eigvec, shifts.T).T / eigval
+  np.testing.assert_allclose(alphas.std(0), sigma, rtol=0.05)  # 4,000 draws: the std is known to about 1.1%
+  np.testing.assert_allclose(alphas.mean(0), 0.0, atol=0.01)
+  np.testing.assert_allclose(np.corrcoef(alphas.T), np.eye(3), atol=0.06)
+  # Grey images get the mean of the RGB shift the same key gives.
+  grey = np.asarray(lighting(jnp.zeros((4000, 1, 1, 1)), jax.random.key(0), sigma))[:, 0, 0, 0]
+  np.testing.assert_allclose(grey, shifts.mean(-1) * 255.0, rtol=1e-5, atol=1e-4)
+
+
 def test_mixup_blends_images_and_targets_with_one_weight():
   images = jnp.stack([jnp.zeros((2, 2, 1)), jnp.ones((2, 2, 1))])
   targets = jnp.eye(2)
   mixed, soft = augment.mixup(images, targets, jax.random.key(0), 0.4)
   lam = float(soft[0, 0])
-  np.testing.assert_allclose(np.asarray(mixed[0]), 1 - lam, rtol=1e-5)
+  assert 0 < lam < 1
+  np.testing.assert_allclose(np.asarray(mixed[0]), 1 - lam, rtol=1e-5)  # lam of image 0 (zeros), 1 - lam of 1
+  np.testing.assert_allclose(np.asarray(mixed[1]), lam, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(soft), [[lam, 1 - lam], [1 - lam, lam]], rtol=1e-5)
   np.testing.assert_allclose(np.asarray(soft).sum(1), 1.0, rtol=1e-6)
 
 

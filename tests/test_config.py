@@ -74,3 +74,42 @@ def test_validate_accepts_any_tfds_dataset_name(tiny_config):
   tiny_config.dataset.name = "oxford_flowers_102"
   with pytest.raises(UserError, match="or any prepared TFDS image-classification dataset by its TFDS name"):
     config_lib.validate(tiny_config)
+
+
+def _readme_resume_rule(label):
+  """The backticked names in the first sentence of the README's "Resuming" bullet that starts with **label**."""
+  import os
+  import re
+
+  from tests.conftest import REPO_ROOT
+  with open(os.path.join(REPO_ROOT, "README.md")) as f:
+    section = f.read().split("## Resuming", 1)[1].split("\n## ", 1)[0]
+  bullets = re.split(r"\n(?=- )|\n\n", section)
+  [bullet] = [b for b in bullets if b.startswith(f"- **{label}**")]
+  first_sentence = re.split(r"\.\s+[A-Z]", bullet)[0]  # the list; later sentences explain it
+  return re.findall(r"`([^`]+)`", first_sentence)
+
+
+def _schema_fields(name):
+  """The schema fields a README name stands for: itself, or every field under `section.*`."""
+  from cnn_flax import schema
+  if name.endswith(".*"):
+    return {f.path for f in schema.FIELDS if f.path.startswith(name[:-1])}
+  return {name} if name in schema.BY_PATH else set()
+
+
+def test_the_readmes_refused_resume_fields_are_the_run_identity_fields():
+  """Docs and code cannot drift: the README lists exactly the fields the schema marks as run identity."""
+  from cnn_flax import schema
+  names = _readme_resume_rule("Refused")
+  assert all(_schema_fields(name) for name in names), names  # every name is a real field or section
+  assert set().union(*map(_schema_fields, names)) == set(schema.RUN_IDENTITY_FIELDS)
+
+
+def test_the_readmes_accepted_resume_fields_are_not_run_identity_fields():
+  from cnn_flax import schema
+  names = [part for name in _readme_resume_rule("Accepted") for part in name.split("/")]
+  assert names  # num_train_steps, num_epochs, eval_split, data_dir, dtype
+  for name in names:
+    fields = {path for path in schema.BY_PATH if path == name or path.endswith("." + name)}
+    assert fields and not fields & set(schema.RUN_IDENTITY_FIELDS), name

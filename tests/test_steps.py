@@ -64,15 +64,42 @@ class _AuxModel(nn.Module):
     return logits
 
 
-@pytest.mark.parametrize("aux_weight", [0.0, 0.3])
-def test_auxiliary_logits_enter_the_loss_with_their_weight(aux_weight):
-  cfg = steps.StepConfig(model=_AuxModel(), tx=optax.sgd(0.1), mean=(0.0,), std=(1.0,), num_classes=3,
-                         loss=steps.LossConfig(aux_loss_weight=aux_weight))
+def _softmax(z):
+  z = z - z.max(-1, keepdims=True)
+  return np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("aux_weight, smoothing", [(0.0, 0.0), (0.3, 0.0), (0.3, 0.2)])
+def test_train_loss_is_main_plus_weighted_auxiliary_cross_entropy_and_metrics_report_the_main_one(aux_weight,
+                                                                                                   smoothing):
+  lr = 0.5
+  cfg = steps.StepConfig(model=_AuxModel(), tx=optax.sgd(lr), mean=(0.0,), std=(1.0,), num_classes=3,
+                         loss=steps.LossConfig(aux_loss_weight=aux_weight, label_smoothing=smoothing))
   state = steps.init_state(cfg, (2, 2, 1), jax.random.key(0))
   batch = {"image": jnp.arange(8, dtype=jnp.uint8).reshape(2, 2, 2, 1), "label": jnp.array([0, 2])}
-  new_state, _ = steps.train_step(cfg, state, batch)
-  aux_changed = not np.allclose(new_state.params["aux"]["kernel"], state.params["aux"]["kernel"])
-  assert aux_changed == (aux_weight > 0)
+  new_state, metrics = jax.jit(functools.partial(steps.train_step, cfg))(state, batch)
+
+  # By hand, in float64: both heads are dense layers on the flattened pixels (mean 0, std 1: no normalisation).
+  x = np.arange(8, dtype=np.float64).reshape(2, 4)
+  targets = (1 - smoothing) * np.eye(3)[[0, 2]] + smoothing / 3
+  heads = {"Dense_0": 1.0, "aux": aux_weight}  # the weight of each head's cross-entropy in the loss
+  probs, ce = {}, {}
+  for head in heads:
+    p = {k: np.asarray(v, np.float64) for k, v in state.params[head].items()}
+    probs[head] = _softmax(x @ p["kernel"] + p["bias"])
+    ce[head] = float(np.mean(-(targets * np.log(probs[head])).sum(-1)))
+  # SGD without momentum: new = old - lr * d(loss)/d(param), and d(w * mean CE)/d(logits) = w * (p - t) / N.
+  for head, weight in heads.items():
+    d_logits = weight * (probs[head] - targets) / 2
+    np.testing.assert_allclose(new_state.params[head]["kernel"], state.params[head]["kernel"] - lr * x.T @ d_logits,
+                               rtol=1e-5, atol=1e-6, err_msg=head)
+    np.testing.assert_allclose(new_state.params[head]["bias"], state.params[head]["bias"] - lr * d_logits.sum(0),
+                               rtol=1e-5, atol=1e-6, err_msg=head)
+  if aux_weight == 0:  # left out of the loss entirely: not even a zero-weighted gradient
+    np.testing.assert_array_equal(new_state.params["aux"]["kernel"], state.params["aux"]["kernel"])
+  # The reported loss is the main head's alone, whatever the auxiliary weight.
+  assert float(metrics["loss"]) == pytest.approx(ce["Dense_0"], rel=1e-5)
+  assert float(metrics["accuracy"]) == np.mean(probs["Dense_0"].argmax(-1) == [0, 2])
 
 
 def test_jitted_steps_run_on_the_mesh(lenet_setup):

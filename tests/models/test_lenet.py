@@ -25,10 +25,61 @@ def test_lenet5_paper_layers_up_to_f6_hold_the_papers_60000_parameters():
   assert sum(v for k, v in counts.items() if k != "output") == 60_000
 
 
-def test_c3_connection_table_matches_table_1_of_the_paper():
-  sizes = [len(c) for c in lenet.C3_CONNECTIONS]
-  assert sizes == [3] * 6 + [4] * 9 + [6]
-  assert all(len(set(c)) == len(c) and max(c) < 6 for c in lenet.C3_CONNECTIONS)
+# Table I of LeCun et al. 1998, copied from the paper: one row per S2 map (0-5), one character per C3 map (0-15),
+# X where the C3 map takes input from the S2 map.
+#              C3 map: 0123456789012345
+PAPER_TABLE_1 = {0: "X...XXX..XXXX.XX",
+                 1: "XX...XXX..XXXX.X",
+                 2: "XXX...XXX..X.XXX",
+                 3: ".XXX..XXXX..X.XX",
+                 4: "..XXX..XXXX.XX.X",
+                 5: "...XXX..XXXX.XXX"}
+
+
+def _paper_connections():
+  """{(S2 map, C3 map)} where Table I has an X."""
+  return {(i, j) for i, row in PAPER_TABLE_1.items() for j, mark in enumerate(row) if mark == "X"}
+
+
+def test_c3_connection_table_is_table_1_of_the_paper():
+  paper = _paper_connections()
+  assert len(paper) == 60  # 6 maps see 3 inputs, 9 see 4, one sees all 6: 18 + 36 + 6
+  module = {(i, j) for j, inputs in enumerate(lenet.C3_CONNECTIONS) for i in inputs}
+  assert module == paper
+
+
+def test_lenet5_paper_c3_kernel_is_zero_exactly_where_table_1_has_no_connection():
+  """Probes the C3 layer inside the real model (whatever table it was built with) with one-hot inputs: output map j
+  for an impulse at (dy, dx) of input map i, minus the bias, is the effective dense kernel entry [dy, dx, i, j]."""
+  import flax.linen as nn
+  model = models.create("lenet5_paper", num_classes=10)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 1)))
+  # One-hot impulses in the top-left 5x5 window of a 14x14 S2 output (the size C3 sees), plus an all-zero input:
+  # C3's output at (0, 0) is then kernel[dy, dx, i, :] + bias, and bias alone.
+  probes = np.zeros((5 * 5 * 6 + 1, 14, 14, 6), np.float32)
+  probes[np.arange(150), *np.unravel_index(np.arange(150), (5, 5, 6))] = 1.0
+  captured = {}
+
+  def interceptor(next_fun, args, kwargs, context):
+    if context.module.name == "c3" and context.method_name == "__call__":
+      captured["out"] = next_fun(jnp.asarray(probes), **kwargs)
+      return captured["out"]
+    return next_fun(*args, **kwargs)
+
+  def c3_output(variables):
+    with nn.intercept_methods(interceptor):
+      model.apply(variables, jnp.zeros((len(probes), 32, 32, 1)))
+    return captured["out"][:, 0, 0, :]
+
+  out = np.asarray(jax.jit(c3_output)(variables))
+  kernel = (out[:150] - out[150]).reshape(5, 5, 6, 16)
+  paper = _paper_connections()
+  for i in range(6):
+    for j in range(16):
+      if (i, j) in paper:
+        assert np.all(kernel[:, :, i, j] != 0), (i, j)
+      else:
+        assert np.all(kernel[:, :, i, j] == 0), (i, j)  # exactly zero: no weight exists there
 
 
 def test_partial_conv_ignores_unconnected_input_maps():
