@@ -17,8 +17,9 @@ from cnn_flax.sweeps.spec import product, zipped
 __all__ = ["main", "plan", "product", "report", "sweep", "zipped"]
 
 
-def plan(config_arg: str, sets: list[str], sweep_file: str, seeds: int) -> tuple[str, list[spec.Run], dict]:
-  """(config, runs, {run: config dict}): the sweep's runs, every one checked as train.py would check it.
+def plan(config_arg: str, sets: list[str], sweep_file: str, seeds: int
+         ) -> tuple[str, list[spec.Run], dict, dict[str, Any]]:
+  """(config, runs, {run: config dict}, benchmark settings): the sweep's runs, each checked as train.py would.
 
   Args:
     config_arg: `FILE[:PRESET]`; may be empty when the sweep file names its `CONFIG`.
@@ -26,7 +27,7 @@ def plan(config_arg: str, sets: list[str], sweep_file: str, seeds: int) -> tuple
     sweep_file: a file with `get_sweep()` (optional).
     seeds: repeat every point with seeds 0..seeds-1 (0 = the config's own seed, once).
   """
-  points, file_config = spec.load_sweep_file(sweep_file) if sweep_file else ([{}], "")
+  points, file_config, bench = spec.load_sweep_file(sweep_file) if sweep_file else ([{}], "", {})
   config_arg = config_arg or file_config
   if not config_arg:
     raise UserError("--config is required (or a --sweep file that names its CONFIG)")
@@ -42,17 +43,18 @@ def plan(config_arg: str, sets: list[str], sweep_file: str, seeds: int) -> tuple
   if points == [{}] and not seeds:
     raise UserError("nothing to sweep: give --set KEY=V1,V2, a --sweep file or --seeds N")
   runs = spec.expand(points, seeds)
-  return config_arg, runs, spec.check(config_arg, runs)
+  return config_arg, runs, spec.check(config_arg, runs), bench
 
 
 def sweep(config_arg: str, runs: list[spec.Run], configs: dict, workdir: str, *, train_script: str,
-          parallel: int = 1, launcher: str = "local", slurm: dict[str, Any] | None = None) -> bool:
+          parallel: int = 1, launcher: str = "local", slurm: dict[str, Any] | None = None,
+          benchmark: dict[str, Any] | None = None) -> bool:
   """Runs what is not finished yet, then reports. Returns whether every run finished."""
   commands = {r.name: runner.python_command(r.command(config_arg, workdir, train_script), train_script)
               for r in runs}
   state = {"config": config_arg, "runs": [{"name": r.name, "point": r.point, "overrides": r.overrides,
                                            "command": r.shell(config_arg, workdir)} for r in runs],
-           "outcomes": runner.read_state(workdir).get("outcomes", {})}
+           "outcomes": runner.read_state(workdir).get("outcomes", {}), "benchmark": benchmark or {}}
   todo = [r for r in runs if not runner.is_finished(os.path.join(workdir, r.name), configs[r.name])]
   for r in runs:
     if r not in todo:
@@ -96,11 +98,11 @@ def main(*, config: str, workdir: str | None, sets: list[str], sweep_file: str, 
     return 0
   if not workdir:
     raise UserError("--workdir is required: the directory that will hold the runs and the results")
-  config_arg, runs, configs = plan(config, sets, sweep_file, seeds)
+  config_arg, runs, configs, bench = plan(config, sets, sweep_file, seeds)
   if dry_run:
     for run in runs:
       print(run.shell(config_arg, workdir, train_script), flush=True)
     return 0
   ok = sweep(config_arg, runs, configs, workdir, train_script=train_script, parallel=parallel, launcher=launcher,
-             slurm=slurm)
+             slurm=slurm, benchmark=bench)
   return 0 if ok else 1

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnn_flax import metrics
+from cnn_flax.sweeps import costs
 
 # Student's t quantile t(0.975, df) for df = 1..30; beyond that the normal 1.96 is within 2%.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -132,7 +133,9 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
   """Rows as a Markdown table; `accuracy_mean` is shown with its interval, accuracies in percent."""
   header = {"accuracy_mean": "accuracy % (95% CI)", "best_accuracy_mean": "best accuracy %",
             "final_accuracy": "final accuracy %", "best_accuracy": "best accuracy %",
-            "train_images_per_sec": "train images/s", "wall_seconds": "wall s"}
+            "train_images_per_sec": "train images/s", "wall_seconds": "wall s",
+            "bench_train_images_per_sec": "train images/s (bench)", "bench_eval_images_per_sec": "inference images/s",
+            "peak_memory_mb": "peak MiB", "compile_s": "compile s"}
   lines = ["| " + " | ".join(header.get(c, c) for c in columns) + " |", "|" + "---|" * len(columns)]
   for r in rows:
     cells = []
@@ -159,8 +162,15 @@ def write(workdir: str, state: dict[str, Any]) -> tuple[list[dict], list[dict]]:
       writer.writerow({c: json.dumps(r[c]) if isinstance(r.get(c), (list, tuple, dict)) else r.get(c)
                        for c in columns})
   per_point = points(rows, keys)
+  costs.add(workdir, state, rows, per_point)  # model comparisons: images/s, memory, compile time per point
   point_columns = ["point", *[k for k in keys if k != "seed"], "n", "accuracy_mean", "best_accuracy_mean",
                    "eval_loss_mean", "params", "macs", "train_images_per_sec", "wall_seconds"]
+  if state.get("benchmark"):
+    point_columns += list(costs.COLUMNS)
+  with open(os.path.join(workdir, "points.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=point_columns + ["accuracy_ci95"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(per_point)
   failed = [r for r in rows if r["status"] != "done"]
   text = [f"# Sweep results: {workdir}", "", f"Base config: `{state['config']}`; {len(rows)} runs, "
           f"{len(rows) - len(failed)} finished.", "", "## Points (mean over seeds, 95% confidence interval)", "",

@@ -79,8 +79,9 @@ def parse_set(text: str) -> tuple[str, list[str]]:
   return key, parts
 
 
-def load_sweep_file(path: str) -> tuple[list[dict[str, Any]], str]:
-  """(points, default config) of a sweep file: `get_sweep()` and an optional `CONFIG` (the base recipe)."""
+def load_sweep_file(path: str) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+  """(points, default config, benchmark settings) of a sweep file: `get_sweep()`, and optionally `CONFIG` (the
+  base recipe) and `BENCHMARK` (time every point's model too; see `sweeps.costs`)."""
   if not os.path.isfile(path):
     raise UserError(f"sweep file {path!r} not found")
   spec = importlib.util.spec_from_file_location(f"_sweep_{abs(hash(path))}", path)
@@ -96,7 +97,7 @@ def load_sweep_file(path: str) -> tuple[list[dict[str, Any]], str]:
   points = module.get_sweep()
   if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
     raise UserError(f"{path}: get_sweep() must return a non-empty list of dicts of config overrides")
-  return points, getattr(module, "CONFIG", "")
+  return points, getattr(module, "CONFIG", ""), dict(getattr(module, "BENCHMARK", {}))
 
 
 # --- the config a point describes ----------------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""The eight families side by side: one representative of each (and the variants worth showing), trained under
+one fixed budget on one dataset, with what each costs (the chart of Canziani et al. 2016).
+
+Every model trains on the study recipe (configs/study.py: 10% of the bundled digits, 400 steps of batch 32, the
+same optimizer and schedule for all) at 32x32, except AlexNet at 64x64, the smallest input its unpadded stride-4
+stem and three max-pools accept. ImageNet-shaped networks (AlexNet, VGG-16 with BatchNorm, GoogLeNet with
+BatchNorm, MobileNet v1, ResNet-50, DenseNet-121, SE-ResNet-50) run at those small sizes as they are, so their MACs
+are the paper figure scaled by (32/224)^2; the CIFAR networks (ResNet-20, DenseNet-BC-100) are the papers' own.
+The report adds, per model, training and inference images/s, peak memory and compile time measured by
+cnn_flax.benchmark (the real jitted step, batch 32, in a fresh process), and accuracy_vs_macs.png is the bubble
+chart (area: parameters; the Pareto front dashed).
+
+  python sweep.py --sweep configs/sweeps/compare_models.py --workdir runs/compare --seeds 3
+  # on CIFAR-10, once prepared:   --config configs/study.py:cifar10 --workdir runs/compare_cifar10
+  # on ImageNet with a GPU/TPU:   --config configs/resnet50.py --set num_epochs=90 (each family's paper recipe
+  #                               is its own config; see the README, "Sweeps and the study")
+
+Measured here (2-core CPU): RESULT
+"""
+CONFIG = "configs/study.py"
+BENCHMARK = {"batch_size": 32, "steps": 5, "warmup": 1}
+
+MODELS = [  # (registered name, input size, module fields)
+    ("lenet5", 32, {}),
+    ("alexnet", 64, {}),
+    ("vgg16_bn", 32, {}),
+    ("googlenet_bn", 32, {}),
+    ("mobilenet_v1", 32, {}),
+    ("resnet20", 32, {}),
+    ("resnet50", 32, {}),
+    ("densenet_bc_100", 32, {}),
+    ("densenet121", 32, {}),
+    ("se_resnet50", 32, {}),
+]
+
+
+def get_sweep():
+  return [{"model.name": name, "dataset.image_size": size, **{f"model.kwargs.{k}": v for k, v in fields.items()}}
+          for name, size, fields in MODELS]

@@ -1,0 +1,24 @@
+"""Claim: 1x1 convolutions cut an Inception module's cost (Szegedy et al. 2014, sec. 4 and Fig. 2).
+
+Paper: the naive module (Fig. 2a: 1x1, 3x3 and 5x5 convolutions of the input and its max-pool, concatenated) makes
+the width grow from module to module ("a computational blow up"); 1x1 reductions before the 3x3 and 5x5 and after
+the pooling keep GoogLeNet at 6.8M parameters and 1.5 G multiply-adds. No accuracy of a naive GoogLeNet was
+published.
+
+Here: GoogLeNet (torchvision's BatchNorm reading: the paper's BN-free net stays at chance in CPU-sized runs) with
+and without the reductions (`inception_reductions=False`), no auxiliary heads in the loss; at 224 px the naive
+network has 70,300,872 parameters and 9.02 G MACs against 6,624,904 and 1.50 G (97.5M / 12.6 G against 7.0M / 1.58 G
+for the paper's BN-free reading); trained on the study recipe at 32 px.
+
+  python sweep.py --sweep configs/sweeps/inception_reductions.py --workdir runs/inception --seeds 3
+
+Measured here (2-core CPU): RESULT
+"""
+from cnn_flax.sweeps import product
+
+CONFIG = "configs/study.py"
+
+
+def get_sweep():
+  return product(model__name=["googlenet_bn"], model__kwargs__inception_reductions=[True, False],
+                 aux_loss_weight=[0.0])
