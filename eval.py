@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: `python eval.py --workdir runs/lenet5 [--split test] [--step N | --best] [--ten_crop]`.
+"""Evaluate a checkpoint: `python eval.py --workdir runs/lenet5 [--split S] [--step N | --best] [--ten_crop] [--ema]`.
 
 Prints a report (per-class accuracy, confusion matrix; also saved under WORKDIR/eval/) and, as the last
 line of stdout, one JSON object: step, split, eval/accuracy, eval/top5_accuracy, eval/loss, eval/num_examples.
@@ -14,6 +14,7 @@ _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _BEST = flags.DEFINE_bool("best", False, "Evaluate the checkpoint with the best eval accuracy.")
 _TEN_CROP = flags.DEFINE_bool("ten_crop", False, "Average 10 crops per image (corners, centre, mirrored).")
+_EMA = flags.DEFINE_bool("ema", False, "Evaluate the moving average of the weights (runs with ema_decay > 0).")
 
 
 def main(argv):
@@ -26,7 +27,8 @@ def main(argv):
   from cnn_flax import evaluator
   figures = {}
   cli.run_user_command(lambda: figures.update(
-      evaluator.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _STEP.value, _BEST.value, _TEN_CROP.value)))
+      evaluator.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _STEP.value, _BEST.value, _TEN_CROP.value,
+                                 _EMA.value)))
   print(json.dumps(figures), flush=True)
 
 

@@ -67,7 +67,8 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   import jax
   import jax.numpy as jnp
 
-  from cnn_flax import models, optim, parallel, schema, steps, summary
+  from cnn_flax import models, optim, parallel, schema, summary
+  from cnn_flax import steps as step_fns  # `steps` is the number of timed steps here
   from cnn_flax.experiment import resolve_dtype
 
   overrides = dict(overrides or {})
@@ -78,15 +79,15 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   compute_dtype = resolve_dtype(dtype)
   model = models.create(model_name, num_classes=num_classes, dtype=compute_dtype, **overrides)
   tx = optim.make_optimizer(schema.base_config(), lambda _: 0.01)  # the default: SGD with momentum 0.9
-  cfg = steps.StepConfig(model=model, tx=tx, mean=(127.5,) * channels, std=(64.0,) * channels,
+  cfg = step_fns.StepConfig(model=model, tx=tx, mean=(127.5,) * channels, std=(64.0,) * channels,
                          num_classes=num_classes)
   mesh = parallel.make_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   image_shape = (size, size, channels)
-  init = lambda rng: steps.init_state(cfg, image_shape, rng)
+  init = lambda rng: step_fns.init_state(cfg, image_shape, rng)
   state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, jax.random.key(0)))
   state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
-  train, evaluate = steps.make_jitted_steps(cfg, state_sharding, sharded, replicated, compute_dtype)
+  train, evaluate = step_fns.make_jitted_steps(cfg, state_sharding, sharded, replicated, compute_dtype)
   batch = _synthetic_batch(batch_size, image_shape, num_classes, sharded, mode)
 
   start = time.perf_counter()

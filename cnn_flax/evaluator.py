@@ -54,53 +54,27 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 
 def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = None,
-                     best: bool = False, ten_crop: bool = False) -> dict[str, Any]:
+                     best: bool = False, ten_crop: bool = False, ema: bool = False) -> dict[str, Any]:
   """Evaluates a checkpoint of a training workdir with the config saved there.
 
-  Picks the latest checkpoint, or `step`, or with `best` the one with the highest eval accuracy. Prints a
-  report (overall figures, per-class accuracy, confusion matrix), saves it under `workdir/eval/`, and
-  returns the figures with `step` and `split`. With `ten_crop`, images are resized (shorter side) to
-  `dataset.eval_resize` (default: size / 0.875, i.e. 256 for 224) and centre-cropped to that square, and each
-  prediction averages ten crops of the model's size (corners, centre, mirrored).
+  Picks the latest checkpoint, or `step`, or with `best` the one with the highest eval accuracy; with `ema` its
+  averaged weights (runs trained with `ema_decay`). Prints a report (overall figures, per-class accuracy,
+  confusion matrix), saves it under `workdir/eval/`, and returns the figures with `step` and `split`. With
+  `ten_crop`, images are resized (shorter side) to `dataset.eval_resize` (default: size / 0.875, i.e. 256 for 224)
+  and centre-cropped to that square, and each prediction averages ten crops of the model's size (corners, centre,
+  mirrored).
   """
   import json
   import os
 
-  from cnn_flax import checkpoint, experiment, steps
-  from cnn_flax import config as config_lib
-  from cnn_flax.errors import UserError
+  from cnn_flax import inference, steps
 
-  config_path = os.path.join(workdir, checkpoint.CONFIG_FILE)
-  if not os.path.exists(config_path):
-    raise UserError(f"--workdir {workdir!r} holds no training run ({config_path} is missing); "
-                    f"pass the workdir that train.py wrote")
-  with open(config_path) as f:
-    config = config_lib.from_saved(json.load(f))
+  restored = inference.restore(workdir, step, best, ema)
+  config, exp, state, step = restored.config, restored.exp, restored.state, restored.step
+  replicated, batch_sharding = restored.devices.replicated, restored.devices.batch_sharded
+  shardings = jax.tree.map(lambda _: replicated, state)
   split = split or config.dataset.eval_split
-
-  devices = parallel.start(config.eval_batch_size)
-  replicated, batch_sharding = devices.replicated, devices.batch_sharded
-
-  exp = experiment.build(config)
   source = exp.dataset.split(split)
-  ckpt_dir = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
-  if not os.path.isdir(ckpt_dir):
-    raise UserError(f"--workdir {workdir!r} has no checkpoints yet; train first")
-  ckpt = checkpoint.Checkpoints(ckpt_dir, read_only=True)
-  available = ckpt.steps()
-  if best:
-    step = ckpt.best_step()
-    if step is None:
-      raise UserError(f"no checkpoint in {ckpt_dir} has an eval accuracy to rank by; use --step or the latest")
-  elif step is None:
-    step = ckpt.latest_step()
-  if step not in available:
-    raise UserError(f"no checkpoint for step {step} in {ckpt_dir}; available steps: {available}")
-
-  abstract = exp.abstract_state
-  shardings = jax.tree.map(lambda _: replicated, abstract)
-  state = ckpt.restore(step, checkpoint.abstract_with_shardings(abstract, shardings))
-  ckpt.close()
   size, _, channels = exp.image_shape
   if ten_crop:
     resize_to = config.dataset.eval_resize or int(round(size / 0.875))
@@ -116,12 +90,13 @@ def evaluate_workdir(workdir: str, split: str | None = None, step: int | None = 
   names = exp.dataset.class_names
   confusion = confusion_matrix(result.pop("labels"), result.pop("predictions"), exp.dataset.num_classes)
   report = format_report(config.model.name, exp.dataset.name, split, step, result, confusion, names)
-  figures = {"step": int(step), "split": split, **result, **({"ten_crop": True} if ten_crop else {})}
+  figures = {"step": int(step), "split": split, **result, **({"ten_crop": True} if ten_crop else {}),
+             **({"ema": True} if ema else {})}
   if jax.process_index() == 0:
     print(report)
     out_dir = os.path.join(workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
-    stem = os.path.join(out_dir, f"{split}_step{step}{'_10crop' if ten_crop else ''}")
+    stem = os.path.join(out_dir, f"{split}_step{step}{'_10crop' if ten_crop else ''}{'_ema' if ema else ''}")
     with open(stem + "_report.txt", "w") as f:
       f.write(report + "\n")
     np.savetxt(stem + "_confusion.csv", confusion, fmt="%d", delimiter=",",

@@ -53,14 +53,21 @@ def _feed_on_device(config, dataset: datasets.Dataset, train_size: int, host_aug
   return host_augment.policy == "none" and split_mb <= config.dataset.on_device_max_mb
 
 
-def build(config: ml_collections.ConfigDict) -> Experiment:
-  """Loads the dataset and builds model, schedule and optimizer for `config` (already validated)."""
+def build(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
+  """Loads the dataset and builds model, schedule and optimizer for `config` (already validated).
+
+  `mesh` is the training mesh; with `model.bn_sync=False` its devices normalise their shards separately.
+  """
   info = models.info(config.model.name)
   image_size = config.dataset.image_size or info.input_size
   dataset = datasets.load(config.dataset.name, image_size, config.dataset.data_dir, channels=info.in_channels)
   dataset = subset.with_train_fraction(dataset, config.dataset.train_split, config.dataset.train_fraction)
   train_size = len(dataset.split(config.dataset.train_split))
   dataset.split(config.dataset.eval_split)  # fail now, not after training, if the eval split is missing
+  microbatches = config.grad_accum_steps * jax.device_count()
+  if config.batch_size % microbatches:
+    raise UserError(f"config.batch_size={config.batch_size} does not split into {config.grad_accum_steps} "
+                    f"microbatches over {jax.device_count()} devices; use a multiple of {microbatches}")
   steps_per_epoch = train_size // config.batch_size
   if steps_per_epoch == 0:
     raise UserError(f"config.batch_size={config.batch_size} exceeds the {train_size} training examples "
@@ -73,7 +80,10 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
   step_config = steps.StepConfig(
       model=model, tx=optim.make_optimizer(config, schedule), mean=dataset.mean, std=dataset.std,
       num_classes=dataset.num_classes, seed=config.seed, loss=schema.settings(steps.LossConfig, config),
-      augment=schema.settings(augment.DeviceAugment, config.augment))
+      augment=schema.settings(augment.DeviceAugment, config.augment),
+      update=steps.UpdateConfig(grad_accum_steps=config.grad_accum_steps, ema_decay=config.ema_decay,
+                                grad_clip_norm=config.optimizer.grad_clip_norm),
+      bn_mesh=None if config.model.bn_sync or mesh is None else mesh)
   host_augment = pipeline.HostAugment(config.augment.host, tuple(config.augment.area),
                                       tuple(config.augment.aspect), tuple(config.augment.scale))
   init_state = functools.partial(steps.init_state, step_config, dataset.image_shape)

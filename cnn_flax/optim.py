@@ -82,8 +82,8 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The registered optimizer `optimizer.name`; parameters under a top-level name in `config.freeze` get zero
-  updates.
+  """The registered optimizer `optimizer.name`, after clipping to `optimizer.grad_clip_norm` when set; parameters
+  under a top-level name in `config.freeze` get zero updates (and do not count in the clipped norm).
 
   Args:
     config: the run's config (reads `optimizer.*` and `freeze`).
@@ -92,6 +92,8 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) 
     An optax GradientTransformation.
   """
   tx = OPTIMIZERS[config.optimizer.name](config.optimizer, schedule)
+  if config.optimizer.grad_clip_norm:  # on the raw gradients, before weight decay and momentum see them
+    tx = optax.chain(optax.clip_by_global_norm(config.optimizer.grad_clip_norm), tx)
   frozen = tuple(config.freeze)
   if not frozen:
     return tx

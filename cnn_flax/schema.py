@@ -106,6 +106,8 @@ FIELDS: tuple[Field, ...] = (
       identity=True),
     F("model.kwargs", {}, "module fields passed to the model constructor, e.g. {'width_multiplier': 0.5}",
       identity=True, free_form=True),
+    F("model.bn_sync", True, "BatchNorm statistics over the global batch (an all-reduce per BatchNorm layer); False: "
+      "each device normalises its own shard (no BatchNorm communication; running averages averaged once a step)"),
     # data
     F("dataset.name", "digits", "'digits' (bundled, offline), a TFDS image-classification name such as 'cifar10' "
       "(prepared once, see the README), or 'folder' (your images in data_dir/{train,test}/<class>/)",
@@ -165,6 +167,8 @@ FIELDS: tuple[Field, ...] = (
     F("optimizer.b2", 0.999, "adamw"),
     F("optimizer.decay", 0.9, "rmsprop: decay of the squared-gradient average"),
     F("optimizer.eps", 1e-8, "adamw and rmsprop", above(0)),
+    F("optimizer.grad_clip_norm", 0.0, "clip gradients to this global norm before the update (train/clipped logs "
+      "the share of clipped steps); 0 = off", at_least(0, " (0 = off)")),
     # learning-rate schedule
     F("schedule.name", "cosine", "a registered schedule (`cnn_flax.optim.SCHEDULES`)",
       one_of(_schedule_names, "schedule")),
@@ -175,6 +179,11 @@ FIELDS: tuple[Field, ...] = (
     F("schedule.end_factor", 0.0, "cosine: final rate as a fraction of the peak", in_range(0, 1, closed_high=True)),
     # loss
     F("label_smoothing", 0.0, "mix this much of a uniform distribution into the targets", in_range(0, 1)),
+    F("grad_accum_steps", 1, "split each batch into this many microbatches, one forward and backward pass each, "
+      "and take one step with their mean gradient (paper batch sizes on small devices; BatchNorm then sees "
+      "microbatch statistics)", at_least(1)),
+    F("ema_decay", 0.0, "keep an exponential moving average of the weights and BatchNorm statistics with this "
+      "decay, evaluated beside the raw weights (eval/ema_*); 0 = off", in_range(0, 1), identity=True),
     F("aux_loss_weight", 0.3, "weight of auxiliary classifiers (GoogLeNet); 0 disables them in the loss",
       at_least(0, " (0 disables auxiliary losses)")),
     # numerics

@@ -25,6 +25,24 @@ class TrainState(struct.PyTreeNode):
   opt_state: Any
 
 
+class EmaTrainState(TrainState):
+  """TrainState plus an exponential moving average of the weights (`config.ema_decay` > 0).
+
+  `ema` holds {"params", "batch_stats"}: as timm's ModelEmaV2 averages every entry of the model's state dict, the
+  BatchNorm running statistics are averaged with the same decay as the weights, so the EMA model is evaluated with
+  statistics that match its weights. A separate class, so that checkpoints of runs without EMA keep their layout.
+  """
+  ema: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateConfig:
+  """How gradients become the new state: accumulation, clipping (its metric), weight averaging."""
+  grad_accum_steps: int = 1  # microbatches per optimizer step (config.grad_accum_steps)
+  grad_clip_norm: float = 0.0  # the optimizer clips (optim.make_optimizer); here only for the `clipped` metric
+  ema_decay: float = 0.0  # 0 = no weight averaging
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
   """How the loss is formed (top-level config fields of the same names)."""
@@ -46,6 +64,10 @@ class StepConfig:
   seed: int = struct.field(pytree_node=False, default=0)
   loss: LossConfig = struct.field(pytree_node=False, default=LossConfig())
   augment: DeviceAugment = struct.field(pytree_node=False, default=DeviceAugment())
+  update: UpdateConfig = struct.field(pytree_node=False, default=UpdateConfig())
+  # Per-device BatchNorm statistics (config.model.bn_sync=False): the mesh whose devices each normalise their own
+  # shard; None = statistics of the global batch.
+  bn_mesh: Any = struct.field(pytree_node=False, default=None)
 
 
 def normalize(images: jax.Array, mean, std, dtype) -> jax.Array:
@@ -59,8 +81,11 @@ def init_state(cfg: StepConfig, image_shape: tuple[int, int, int], rng: jax.Arra
   # train=True creates everything training uses (e.g. GoogLeNet's auxiliary heads).
   variables = cfg.model.init({"params": rng, "dropout": rng}, dummy, train=True)
   params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=cfg.tx.init(params))
+  fields = dict(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
+                opt_state=cfg.tx.init(params))
+  if cfg.update.ema_decay:  # the average starts as a copy of the initial weights, as timm's does
+    return EmaTrainState(**fields, ema={"params": params, "batch_stats": fields["batch_stats"]})
+  return TrainState(**fields)
 
 
 def _split_outputs(outputs) -> tuple[jax.Array, tuple[jax.Array, ...]]:
@@ -94,6 +119,75 @@ def _variables(state: TrainState, params) -> dict:
   return {"params": params, "batch_stats": state.batch_stats} if state.batch_stats else {"params": params}
 
 
+def _apply_per_device(cfg: StepConfig, variables, images: jax.Array, rng: jax.Array):
+  """The training forward pass with each device normalising its shard by its own BatchNorm statistics.
+
+  Under shard_map every device runs the model on its slice of the batch, so BatchNorm computes local statistics:
+  no all-reduce per BatchNorm layer. The running averages are then averaged over the devices (one all-reduce per
+  step, as timm's distribute_bn 'reduce'); gradients reach the replicated weights through shard_map's transpose.
+  """
+  from jax.sharding import PartitionSpec as P
+  mesh = cfg.bn_mesh
+  devices = mesh.shape["data"]
+
+  def local(variables, images, rng):
+    if devices > 1:  # independent dropout masks per device
+      rng = jax.random.fold_in(rng, jax.lax.axis_index("data"))
+    outputs, updates = cfg.model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                       mutable=["batch_stats"])
+    return outputs, jax.lax.pmean(updates, "data")
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data"), P()), out_specs=(P("data"), P()))(
+      variables, images, rng)
+
+
+def _loss_and_grads(cfg: StepConfig, state: TrainState, images, targets, rng):
+  """Gradients of the loss on one (micro)batch: (grads, (main loss, logits, batch_stats updates))."""
+
+  def loss_fn(params):
+    variables = _variables(state, params)
+    if cfg.bn_mesh is not None:
+      outputs, updates = _apply_per_device(cfg, variables, images, rng)
+    else:
+      outputs, updates = cfg.model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                         mutable=["batch_stats"])
+    logits, aux_logits = _split_outputs(outputs)
+    smoothing, aux_weight = cfg.loss.label_smoothing, cfg.loss.aux_loss_weight
+    main_loss = soft_cross_entropy(logits, targets, smoothing).mean()
+    loss = main_loss
+    for aux in aux_logits if aux_weight else ():
+      loss = loss + aux_weight * soft_cross_entropy(aux, targets, smoothing).mean()
+    return loss, (main_loss, logits, updates)
+
+  return jax.grad(loss_fn, has_aux=True)(state.params)
+
+
+def _accumulated(cfg: StepConfig, state: TrainState, images, targets, rng):
+  """Mean gradients over `grad_accum_steps` microbatches, each a forward and backward pass of its own.
+
+  Microbatch j takes examples j, j + k, j + 2k, ...: with the batch sharded over devices, every device keeps an
+  equal part of every microbatch (no data moves). BatchNorm normalises each microbatch with its own statistics and
+  updates its running averages once per microbatch, as it would on a device that holds only a microbatch.
+  """
+  k = cfg.update.grad_accum_steps
+  split = lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+  micro_images, micro_targets = split(images), split(targets)
+
+  def body(carry, xs):
+    grads_sum, batch_stats = carry
+    j, micro_x, micro_y = xs
+    grads, (main_loss, logits, updates) = _loss_and_grads(cfg, state.replace(batch_stats=batch_stats), micro_x,
+                                                          micro_y, jax.random.fold_in(rng, j))
+    carry = (jax.tree.map(jnp.add, grads_sum, grads), updates.get("batch_stats", batch_stats))
+    return carry, (main_loss, logits)
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  (grads, batch_stats), (losses, logits) = jax.lax.scan(body, (zeros, state.batch_stats),
+                                                        (jnp.arange(k), micro_images, micro_targets))
+  logits = logits.swapaxes(0, 1).reshape(-1, logits.shape[-1])  # back to the batch's example order
+  return jax.tree.map(lambda g: g / k, grads), (losses.mean(), logits, {"batch_stats": batch_stats})
+
+
 def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array], data=None,
                dtype=jnp.float32) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step. `batch` holds uint8 images and labels, or indices into `data` (on-device feed)."""
@@ -104,26 +198,32 @@ def train_step(cfg: StepConfig, state: TrainState, batch: dict[str, jax.Array], 
   images = normalize(cfg.augment.pixels(batch["image"], keys[0], keys[1]), cfg.mean, cfg.std, dtype)
   images, targets = cfg.augment.mix(images, jax.nn.one_hot(labels, cfg.num_classes), keys[2])
 
-  def loss_fn(params):
-    outputs, updates = cfg.model.apply(_variables(state, params), images, train=True,
-                                       rngs={"dropout": keys[3]}, mutable=["batch_stats"])
-    logits, aux_logits = _split_outputs(outputs)
-    smoothing, aux_weight = cfg.loss.label_smoothing, cfg.loss.aux_loss_weight
-    main_loss = soft_cross_entropy(logits, targets, smoothing).mean()
-    loss = main_loss
-    for aux in aux_logits if aux_weight else ():
-      loss = loss + aux_weight * soft_cross_entropy(aux, targets, smoothing).mean()
-    return loss, (main_loss, logits, updates)
-
-  grads, (main_loss, logits, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
+  if cfg.update.grad_accum_steps > 1:
+    grads, (main_loss, logits, updates) = _accumulated(cfg, state, images, targets, keys[3])
+  else:
+    grads, (main_loss, logits, updates) = _loss_and_grads(cfg, state, images, targets, keys[3])
   param_updates, opt_state = cfg.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, param_updates),
-                            batch_stats=updates.get("batch_stats", state.batch_stats), opt_state=opt_state)
+  params = optax.apply_updates(state.params, param_updates)
+  batch_stats = updates.get("batch_stats", state.batch_stats)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+  if cfg.update.ema_decay:
+    decay = cfg.update.ema_decay
+    average = lambda ema, new: decay * ema + (1.0 - decay) * new
+    new_state = new_state.replace(ema=jax.tree.map(average, state.ema,
+                                                   {"params": params, "batch_stats": batch_stats}))
+  grad_norm = optax.global_norm(grads)
   metrics = {"loss": main_loss,
              # Against the unmixed labels: with mixup/cutmix this is only a rough guide.
              "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-             "grad_norm": optax.global_norm(grads)}
+             "grad_norm": grad_norm}
+  if cfg.update.grad_clip_norm:  # the share of steps whose gradients were clipped (logged as a mean)
+    metrics["clipped"] = (grad_norm > cfg.update.grad_clip_norm).astype(jnp.float32)
   return new_state, metrics
+
+
+def ema_view(state: TrainState) -> TrainState:
+  """The state with the averaged weights and statistics in place of the trained ones (for evaluation, export)."""
+  return state.replace(params=state.ema["params"], batch_stats=state.ema["batch_stats"])
 
 
 def ten_crop_views(images: jax.Array, size: int) -> jax.Array:

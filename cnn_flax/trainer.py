@@ -94,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   is_chief = jax.process_index() == 0
 
   # --- Data, model, optimizer --------------------------------------------------------------------
-  exp = experiment.build(config)
+  exp = experiment.build(config, mesh=devices.mesh)
   dataset, schedule, total_steps = exp.dataset, exp.schedule, exp.total_steps
   train_source = dataset.split(config.dataset.train_split)
   eval_source = dataset.split(config.dataset.eval_split)
@@ -134,7 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                                    exp.dtype)
   state_is_finite = jax.jit(lambda s: steps.all_finite(s.params))
   evaluate_now = lambda state: _evaluate(eval_step, state, eval_source, config, dataset.image_shape,
-                                         batch_sharding)
+                                         batch_sharding, ema=bool(config.ema_decay))
 
   # --- Loop ------------------------------------------------------------------------------------------
   writer = metrics.MetricsWriter(workdir, enabled=is_chief)
@@ -197,11 +197,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return summary
 
 
-def _evaluate(eval_step, state, eval_source, config, image_shape, batch_sharding) -> dict[str, Any]:
-  """The whole eval split, as `evaluator.evaluate` computes it for eval.py (same batches, same figures)."""
-  return evaluate(eval_step, state, eval_source, image_shape=image_shape, global_batch_size=config.eval_batch_size,
-                  batch_sharding=batch_sharding, resize_to=config.dataset.eval_resize,
-                  num_workers=config.dataset.num_workers)
+def _evaluate(eval_step, state, eval_source, config, image_shape, batch_sharding, ema: bool) -> dict[str, Any]:
+  """The whole eval split, as `evaluator.evaluate` computes it for eval.py (same batches, same figures); with EMA,
+  the averaged weights too, as eval/ema_accuracy, eval/ema_top5_accuracy and eval/ema_loss."""
+  run = lambda s: evaluate(eval_step, s, eval_source, image_shape=image_shape,
+                           global_batch_size=config.eval_batch_size, batch_sharding=batch_sharding,
+                           resize_to=config.dataset.eval_resize, num_workers=config.dataset.num_workers)
+  result = run(state)
+  if ema:
+    result.update({k.replace("eval/", "eval/ema_"): v for k, v in run(steps.ema_view(state)).items()
+                   if k != "eval/num_examples"})
+  return result
 
 
 def _start_from_pretrained(state, path: str, exp, state_sharding, verbose: bool):
@@ -214,6 +220,8 @@ def _start_from_pretrained(state, path: str, exp, state_sharding, verbose: bool)
           + (f" ({', '.join(fresh[:6])}{', ...' if len(fresh) > 6 else ''})" if fresh else ""), flush=True)
   state = state.replace(params=params, batch_stats=batch_stats,
                         opt_state=exp.step_config.tx.init(params))
+  if isinstance(state, steps.EmaTrainState):  # the average starts from the pretrained weights too
+    state = state.replace(ema={"params": params, "batch_stats": batch_stats})
   return jax.device_put(state, state_sharding)
 
 

@@ -2,7 +2,7 @@
 
 The bundled digits saturate near 99% for every family, which hides every difference between architectures. So the
 default trains on a class-stratified 10% of the training split (144 images, the same for every seed; see
-`dataset.train_fraction`) for a fixed 400 steps of batch 32 (about 90 epochs), evaluates on the whole test split
+`dataset.train_fraction`) for a fixed 300 steps of batch 32 (about 67 epochs), evaluates on the whole test split
 every 100 steps, and keeps the recipe identical for every model: SGD with Nesterov momentum 0.9, learning rate
 0.05 on a cosine schedule, weight decay 5e-4, random translations of up to 3 pixels, 32x32 inputs.
 
@@ -11,8 +11,9 @@ every 100 steps, and keeps the recipe identical for every model: SGD with Nester
   python sweep.py --sweep configs/sweeps/shortcuts.py --workdir runs/shortcuts --seeds 3
   python sweep.py --sweep configs/sweeps/shortcuts.py --config configs/study.py:cifar10 --workdir runs/sc_cifar
 
-Expected (measured here, 2-core CPU): ResNet-20 reaches about 90% test accuracy in 400 steps, about 40 s wall;
-the sweep files' docstrings give each comparison's figures.
+Expected (measured here, 2-core CPU, `sweep.py --set model.name=lenet5,resnet20,mobilenet_v1`): LeNet-5 95.5%,
+ResNet-20 97.7%, MobileNet v1 94.9% test accuracy (one seed each), 12 s, 68 s and 62 s wall; with 5% of the
+training split: 93.8%, 90.4%, 91.8%. The sweep files' docstrings give each comparison's figures.
 
 `:cifar10` (needs CIFAR-10 prepared, see the README): 5,000 training images (10%), 4-pixel padding + random crop +
 horizontal flip, batch 128 for 4,000 steps (about 100 epochs), learning rate 0.1: every sweep file runs on it
@@ -32,7 +33,7 @@ def get_config(preset: str = ""):
   config.dataset.train_fraction = 0.1
   config.augment.crop_padding = 3
   config.batch_size, config.eval_batch_size = 32, 256
-  config.num_train_steps = 400
+  config.num_train_steps = 300
   config.optimizer.name, config.optimizer.learning_rate = "sgd", 0.05
   config.optimizer.momentum, config.optimizer.nesterov, config.optimizer.weight_decay = 0.9, True, 5e-4
   config.schedule.name = "cosine"

@@ -5,7 +5,7 @@ Paper (CIFAR-10): the plain 56-layer network has a higher training *and* test er
 ResNet-20 / ResNet-56 test error 8.75% / 6.97%.
 
 Here: the CIFAR ResNets of the paper (option-A shortcuts, 16-32-64 maps) with and without shortcuts
-(`plain=True`), 20 and 56 layers, on the study recipe (configs/study.py: 10% of the digits, 400 steps).
+(`plain=True`), 20 and 56 layers, on the study recipe (configs/study.py: 10% of the digits, 300 steps).
 
   python sweep.py --sweep configs/sweeps/shortcuts.py --workdir runs/shortcuts --seeds 3
   python sweep.py --sweep configs/sweeps/shortcuts.py --config configs/study.py:cifar10 --workdir runs/sc10 --seeds 3
