@@ -83,6 +83,48 @@ class Checkpoints:
     self.manager.close()
 
 
+DAMAGED_SUFFIX = ".damaged"
+
+
+def _set_aside(directory: str, step: int) -> str:
+  """Renames a damaged step directory out of Orbax's sight (process 0; every process waits), never deleting it."""
+  source = os.path.join(directory, str(step))
+  target, n = source + DAMAGED_SUFFIX, 1
+  while os.path.exists(target):  # an earlier damaged copy of the same step stays too
+    target, n = f"{source}{DAMAGED_SUFFIX}.{n}", n + 1
+  if jax.process_index() == 0:
+    os.replace(source, target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"cnn_flax set aside {source}")
+  return target
+
+
+def restore_latest_good(directory: str, keep: int, abstract_state: Any, data_iterator: Any,
+                        warn) -> tuple[Checkpoints, Any, int | None]:
+  """(manager, state, step) of the newest checkpoint that restores; (manager, None, None) when there is none.
+
+  A checkpoint that fails to restore (a truncated array file, a missing item, a half-written directory) is renamed
+  to `<step>.damaged`, where Orbax no longer sees it but nothing is lost, `warn` gets one line saying so, and the
+  one before it is tried.
+  """
+  ckpt = Checkpoints(directory, keep=keep)
+  fresh = data_iterator.get_state() if data_iterator is not None else None  # a failed restore may move it
+  for step in sorted(ckpt.steps(), reverse=True):
+    try:
+      return ckpt, ckpt.restore(step, abstract_state, data_iterator), step
+    except Exception as e:  # noqa: BLE001  whatever the storage layer raises: the next older one may be whole
+      reason = (str(e).strip().splitlines() or [""])[0][:160]
+      ckpt.close()
+      aside = _set_aside(ckpt.directory, step)
+      warn(f"warning: checkpoint step {step} in {ckpt.directory} is damaged ({type(e).__name__}: {reason}); "
+           f"moved it to {aside} and trying the one before it")
+      ckpt = Checkpoints(directory, keep=keep)
+  if fresh is not None:
+    data_iterator.set_state(fresh)
+  return ckpt, None, None
+
+
 def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings, so Orbax restores straight onto the mesh."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

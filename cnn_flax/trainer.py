@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -114,12 +115,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     os.makedirs(workdir, exist_ok=True)
   abstract_state = exp.abstract_state
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
-  ckpt = checkpoint.Checkpoints(os.path.join(workdir, CHECKPOINT_DIR), keep=config.keep_checkpoints)
-  start_step = ckpt.latest_step()
-  if start_step is not None:
-    state = ckpt.restore(start_step, checkpoint.abstract_with_shardings(abstract_state, state_sharding),
-                         train_iter)
-  else:
+  warn = (lambda line: print(line, file=sys.stderr, flush=True)) if is_chief else (lambda line: None)
+  ckpt, state, start_step = checkpoint.restore_latest_good(
+      os.path.join(workdir, CHECKPOINT_DIR), config.keep_checkpoints,
+      checkpoint.abstract_with_shardings(abstract_state, state_sharding), train_iter, warn)
+  if start_step is None:
     start_step = 0
     state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
     if config.init_from:

@@ -379,3 +379,42 @@ def test_bfloat16_compute_trains_with_float32_parameters_and_bfloat16_convolutio
   convolutions, matmuls = _operand_types(hlo, "convolution"), _operand_types(hlo, "dot_general")
   assert len(convolutions) == 5 and all(types == ["bf16"] * 3 for types in convolutions), convolutions
   assert matmuls and all(types == ["bf16"] * 3 for types in matmuls), matmuls
+
+
+def _truncate_largest_array_file(step_dir):
+  files = [os.path.join(root, f) for root, _, names in os.walk(os.path.join(step_dir, "state")) for f in names
+           if os.sep + "d" + os.sep in os.path.join(root, f)]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+  return largest
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(finished_run, tmp_path, capsys):
+  config, straight_dir, _ = finished_run
+  stopped = config.copy_and_resolve_references()
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(stopped, workdir)  # the same 12 steps: checkpoints at 6 and 12
+  _truncate_largest_array_file(os.path.join(workdir, "checkpoints", "12"))
+  longer = config.copy_and_resolve_references()
+  longer.num_train_steps = 12  # rerun: the damaged 12 is found, 6 resumes and 12 is trained again
+  capsys.readouterr()
+  summary = trainer.train_and_evaluate(longer, workdir)
+  err = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+  assert len(err) == 1 and "checkpoint step 12" in err[0] and "12.damaged" in err[0]
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "12.damaged"))  # kept, not deleted
+  assert summary["step"] == 12 and checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"),
+                                                          read_only=True).steps() == [6, 12]
+  resumed = [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in read_metrics(workdir)]
+  straight = [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in read_metrics(straight_dir)]
+  assert resumed == straight  # the lines after step 6 were moved aside and trained again, identically
+  orphaned = [json.loads(line) for line in open(os.path.join(workdir, "metrics.orphaned.jsonl"))]
+  assert sorted({r["step"] for r in orphaned}) == [8, 12]
+
+
+def test_two_runs_of_one_config_log_identical_figures(tiny_config, tmp_path):
+  for name in ("a", "b"):
+    trainer.train_and_evaluate(tiny_config, str(tmp_path / name))
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "train/images_per_sec"} for r in rows]
+  a, b = strip(read_metrics(str(tmp_path / "a"))), strip(read_metrics(str(tmp_path / "b")))
+  assert a == b and len(a) == 6  # every value, bit for bit (train lines at 4, 6, 8, 12, evals at 6, 12)

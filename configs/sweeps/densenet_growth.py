@@ -9,7 +9,7 @@ Here: a DenseNet-BC of depth 40 (three blocks of 6 bottleneck layers: `block_siz
 with growth rate k = 6, 12, 24 and compression 0.5 (BC) or 1.0 (no compression), on the study recipe; ResNet-20
 (0.27M parameters) is the residual reference.
 
-  python sweep.py --sweep configs/sweeps/densenet_growth.py --workdir runs/densenet --seeds 3
+  python sweep.py --sweep configs/sweeps/densenet_growth.py --workdir runs/densenet --seeds 2
 
 Measured here (2-core CPU): RESULT
 """

@@ -10,7 +10,7 @@ replaced by one convolution of the same receptive field (`large_kernels=True`: B
 7x7), BatchNorm variants (the BN-free nets stay at chance in CPU-sized runs), a 256-wide classifier (the paper's
 4096 would dominate every figure at 32 px), on the study recipe.
 
-  python sweep.py --sweep configs/sweeps/stacked_3x3.py --workdir runs/stacked_3x3 --seeds 3
+  python sweep.py --sweep configs/sweeps/stacked_3x3.py --workdir runs/stacked_3x3 --seeds 2
 
 Measured here (2-core CPU): RESULT
 """

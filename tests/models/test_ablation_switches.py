@@ -61,3 +61,10 @@ def test_the_switched_models_train():
     loss, grads, _, logits = train_and_eval(model, variables, x, 3)
     assert np.isfinite(float(loss)) and logits.shape == (2, 10)
     assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads)), name
+
+
+def test_alexnet_without_response_normalisation():
+  from tests.models.model_testing import lrn_calls
+  assert lrn_calls(models.create("alexnet_paper", num_classes=1000), 227) == ["lrn1", "lrn2"]
+  assert lrn_calls(models.create("alexnet_paper", num_classes=1000, lrn=False), 227) == []
+  assert _params("alexnet_paper", 227, lrn=False) == _params("alexnet_paper", 227) == 60_965_224  # LRN has none
