@@ -7,12 +7,15 @@ the final step, so the final checkpoint always competes for best.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+
+from cnn_flax.errors import UserError
 
 BEST_METRIC = "eval/accuracy"
 # Layout of a training workdir, shared by the trainer, the evaluator and fine-tuning.
@@ -71,16 +74,42 @@ class Checkpoints:
     self.manager.save(step, args=args, metrics=metrics or {}, force=True)
 
   def restore(self, step: int, abstract_state: Any, data_iterator: Any = None) -> Any:
-    """Restores the state onto the shardings of `abstract_state`; rewinds `data_iterator` in place."""
-    args = _composite(state=ocp.args.StandardRestore(abstract_state),
-                      data=grain.checkpoint.CheckpointRestore(data_iterator) if data_iterator is not None else None)
-    return self.manager.restore(step, args=args).state
+    """Restores the state onto the shardings of `abstract_state`; rewinds `data_iterator` in place.
+
+    The state restores onto any mesh (Orbax reshards it). The data position is read from this process's file when
+    the checkpoint was written by as many processes, and otherwise from any process's file: cnn_flax's feeds save
+    only the number of global batches consumed (`{"next_index": k}`, every process's slice of every batch), which
+    is the same whatever the number of processes, so a run moves between topologies (4 devices to 1, 1 process
+    to 2). A position saved by Grain worker processes has no such meaning and needs the same process count.
+    """
+    state = self.manager.restore(step, args=_composite(state=ocp.args.StandardRestore(abstract_state))).state
+    if data_iterator is not None:
+      data_iterator.set_state(_data_position(os.path.join(self.directory, str(step), "data")))
+    return state
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _data_position(directory: str) -> dict:
+  own = os.path.join(directory, f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+  if os.path.exists(own):
+    with open(own) as f:
+      return json.load(f)
+  saved = []
+  for name in sorted(os.listdir(directory)):
+    if name.startswith("process_") and name.endswith(".json"):
+      with open(os.path.join(directory, name)) as f:
+        saved.append(json.load(f))
+  if not saved:
+    raise FileNotFoundError(f"no data-iterator position in {directory}")
+  if any(set(position) != {"next_index"} for position in saved) or any(p != saved[0] for p in saved):
+    raise UserError(f"the data position in {directory} was saved by {len(saved)} process(es) with Grain worker "
+                    f"processes; resume with the same number of processes, or from a run without workers")
+  return saved[0]
 
 
 DAMAGED_SUFFIX = ".damaged"
@@ -113,6 +142,8 @@ def restore_latest_good(directory: str, keep: int, abstract_state: Any, data_ite
   for step in sorted(ckpt.steps(), reverse=True):
     try:
       return ckpt, ckpt.restore(step, abstract_state, data_iterator), step
+    except UserError:
+      raise  # not damage: a position that cannot move to this topology
     except Exception as e:  # noqa: BLE001  whatever the storage layer raises: the next older one may be whole
       reason = (str(e).strip().splitlines() or [""])[0][:160]
       ckpt.close()
@@ -145,7 +176,6 @@ def load_variables(path: str) -> dict[str, Any]:
   directory, or an .npz whose keys are '/'-joined paths such as 'params/stem/conv/kernel'."""
   import numpy as np
 
-  from cnn_flax.errors import UserError
   if path.endswith(".npz"):
     if not os.path.exists(path):
       raise UserError(f"config.init_from={path!r} does not exist")

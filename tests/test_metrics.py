@@ -35,3 +35,26 @@ def test_rewind_moves_lines_past_the_checkpoint_aside_without_losing_them(tmp_pa
   assert [r["step"] for r in metrics.read_jsonl(path)] == [2, 4]
   orphaned = open(os.path.join(tmp_path, metrics.ORPHANED_FILE)).read().splitlines()
   assert len(orphaned) == 3 and json.loads(orphaned[0])["step"] == 6
+
+
+def test_tensorboards_own_reader_reads_what_a_run_logged(tmp_path):
+  """`tensorboard --logdir WORKDIR` shows the same scalars as metrics.jsonl (read back with TensorBoard's reader)."""
+  import shutil
+  import subprocess
+
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+  from cnn_flax import trainer
+  from tests.conftest import make_tiny_config
+  trainer.train_and_evaluate(make_tiny_config(), str(tmp_path))
+  events = EventAccumulator(str(tmp_path))
+  events.Reload()
+  logged = metrics.read_jsonl(os.path.join(tmp_path, metrics.METRICS_FILE))
+  for key in ("train/loss", "eval/accuracy", "train/learning_rate"):
+    expected = [(r["step"], r[key]) for r in logged if key in r]
+    got = [(e.step, e.value) for e in events.Scalars(key)]
+    assert [s for s, _ in got] == [s for s, _ in expected]
+    assert all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for (_, a), (_, b) in zip(got, expected, strict=True))
+  command = shutil.which("tensorboard")  # the command the run's summary prints is installed by requirements.txt
+  assert command is not None
+  assert subprocess.run([command, "--version_tb"], capture_output=True, text=True, timeout=120).returncode == 0
