@@ -52,6 +52,11 @@ USER_ERRORS = [
                                      "--config.augment.host=random_resized_crop"],
           "config.dataset.on_device='yes' cannot apply the host augmentation 'random_resized_crop'"),
     _case("unknown-frozen-layer", [*LENET, "--config.freeze=('layer1',)"], "config.freeze names ['layer1']"),
+    _case("negative-ema-decay", [*LENET, "--config.ema_decay=-0.1"], "config.ema_decay=-0.1: must be in [0, 1)"),
+    _case("negative-clip-norm", [*LENET, "--config.optimizer.grad_clip_norm=-1.0"],
+          "config.optimizer.grad_clip_norm=-1.0: must be >= 0 (0 = off)"),
+    _case("accumulation-split", [*LENET, "--config.grad_accum_steps=5"],
+          "config.batch_size=32 does not split into 5 microbatches over 1 devices"),
 ]
 
 
@@ -351,3 +356,11 @@ def test_a_checkpoint_moves_between_topologies(one_device_run, tmp_path):
     final = [r for r in read_metrics(str(workdir)) if "eval/loss" in r][-1]
     np.testing.assert_allclose(final["eval/loss"], [r for r in read_metrics(straight) if "eval/loss" in r][-1][
         "eval/loss"], rtol=1e-4)
+
+
+def test_per_device_batchnorm_with_a_batch_that_does_not_split_is_a_user_error(tmp_path):
+  result = run_script("train.py", *LENET, "--config.model.bn_sync=False", "--config.batch_size=30",
+                      "--workdir", str(tmp_path / "w"), env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+  assert "config.batch_size=30 does not split evenly over 4 devices" in result.stderr
+  assert not (tmp_path / "w").exists()
