@@ -74,8 +74,14 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
                     f"of {dataset.name!r}; use a smaller batch_size")
   total_steps = config.num_train_steps or max(1, int(round(config.num_epochs * steps_per_epoch)))
   dtype = resolve_dtype(config.dtype)
+  extra = {}
+  if config.remat:
+    if "remat" not in {f.name for f in dataclasses.fields(models.create(config.model.name, num_classes=2))}:
+      raise UserError(f"config.remat=True: {config.model.name!r} has no blocks to rematerialise; remat is for "
+                      f"ResNet, DenseNet, GoogLeNet and MobileNet")
+    extra["remat"] = True
   model = models.create(config.model.name, num_classes=dataset.num_classes, dtype=dtype,
-                        **config.model.kwargs.to_dict())
+                        **{**config.model.kwargs.to_dict(), **extra})
   schedule = optim.learning_rate_schedule(config, total_steps, steps_per_epoch)
   step_config = steps.StepConfig(
       model=model, tx=optim.make_optimizer(config, schedule), mean=dataset.mean, std=dataset.std,

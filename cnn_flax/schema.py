@@ -88,6 +88,11 @@ def _dataset_name(value):
   return None if datasets.is_known(value) else f"unknown dataset; choose one of: {datasets.choices()}"
 
 
+def _profile_range(value):
+  ok = len(value) == 2 and all(isinstance(v, int) for v in value) and (value == (0, 0) or 1 <= value[0] <= value[1])
+  return None if ok else "must be (START, END) optimizer steps with 1 <= START <= END, or (0, 0) for off"
+
+
 def _parameter_names(value):
   ok = all(isinstance(name, str) and name for name in value)
   return None if ok else "must be a tuple of top-level parameter names, e.g. ('stem', 'layer1')"
@@ -179,6 +184,10 @@ FIELDS: tuple[Field, ...] = (
     F("schedule.end_factor", 0.0, "cosine: final rate as a fraction of the peak", in_range(0, 1, closed_high=True)),
     # loss
     F("label_smoothing", 0.0, "mix this much of a uniform distribution into the targets", in_range(0, 1)),
+    F("remat", False, "recompute each block's activations in the backward pass instead of keeping them (less "
+      "memory, about a third more compute): ResNet, DenseNet (the memory-efficient DenseNet), GoogLeNet, MobileNet"),
+    F("profile_steps", (0, 0), "(START, END): write a jax.profiler trace of steps START..END into the workdir "
+      "(TensorBoard's profile tab, or Perfetto); (0, 0) = off", _profile_range),
     F("grad_accum_steps", 1, "split each batch into this many microbatches, one forward and backward pass each, "
       "and take one step with their mean gradient (paper batch sizes on small devices; BatchNorm then sees "
       "microbatch statistics)", at_least(1)),

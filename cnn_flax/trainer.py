@@ -143,12 +143,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                       last_saved=start_step if ckpt.latest_step() is not None else None)
   final_eval = None
   stop_signal = parallel.StopSignal()
+  profile_start, profile_end = tuple(config.profile_steps) if config.profile_steps[0] > start_step else (0, 0)
+  tracing = False
   try:
     for step in range(start_step + 1, total_steps + 1):  # `step` = optimizer steps done after this one
       # The previous step was dispatched asynchronously: the host prepares this batch while the device runs.
+      if step == profile_start:
+        jax.profiler.start_trace(workdir)  # TensorBoard reads WORKDIR/plugins/profile; Perfetto the .trace.json.gz
+        tracing = True
       batch = parallel.global_batch(next(train_iter), batch_sharding)
       state, step_metrics = train_step(state, batch, train_data)
       log.add(step, step_metrics, config.batch_size, first=step == start_step + 1)
+      if step == profile_end:
+        jax.block_until_ready(state)  # the trace must hold these steps' device work, not only their dispatch
+        jax.profiler.stop_trace()
+        tracing = False
 
       todo = loop.actions_at(step, total_steps, log_every=config.log_every_steps,
                              eval_every=config.eval_every_steps, checkpoint_every=config.checkpoint_every_steps,
@@ -173,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if step == total_steps:
         final_eval = eval_result
   finally:
+    if tracing:  # the run ended inside the profiled range
+      jax.profiler.stop_trace()
     stop_signal.restore()
     train_iter.close()  # ends Grain's worker processes, if any
     progress.close()

@@ -175,3 +175,34 @@ def test_on_four_devices_each_normalises_its_own_quarter():
   assert diffs["per_device_vs_quarters"] < 1e-5  # exactly what each device would compute alone
   assert diffs["per_device_vs_global"] > 1e-2  # and not what global statistics give
   assert diffs["stats_vs_mean"] < 1e-6  # running averages: the mean over devices
+
+
+# --- rematerialisation and profiling ------------------------------------------------------------------------
+@pytest.mark.parametrize("name, overrides", [("resnet20", {"num_filters": 4}),
+                                             ("densenet_bc_100", {"block_sizes": (2, 2, 2), "growth_rate": 4})])
+def test_rematerialised_blocks_compute_the_same_step(name, overrides):
+  plain = _step_config(models.create(name, num_classes=10, **overrides))
+  remat = _step_config(models.create(name, num_classes=10, remat=True, **overrides))
+  state = steps.init_state(plain, (32, 32, 1), jax.random.key(0))
+  a, ma = jax.jit(functools.partial(steps.train_step, plain))(state, _batch())
+  b, mb = jax.jit(functools.partial(steps.train_step, remat))(state, _batch())
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), (a.params, a.batch_stats),
+               (b.params, b.batch_stats))
+  np.testing.assert_allclose(ma["grad_norm"], mb["grad_norm"], rtol=1e-5)
+  jaxpr = str(jax.make_jaxpr(functools.partial(steps.train_step, remat))(state, _batch()))
+  assert "remat" in jaxpr or "checkpoint" in jaxpr  # the blocks really are rematerialised
+
+
+def test_remat_on_a_model_without_blocks_is_a_user_error(tiny_config):
+  from cnn_flax.errors import UserError
+  tiny_config.remat = True
+  with pytest.raises(UserError, match="'lenet5' has no blocks to rematerialise"):
+    experiment.build(tiny_config)
+
+
+def test_profile_steps_write_a_trace(tiny_config, tmp_path):
+  from cnn_flax import trainer
+  tiny_config.profile_steps = (2, 3)
+  trainer.train_and_evaluate(tiny_config, str(tmp_path))
+  traces = [f for root, _, files in os.walk(tmp_path / "plugins" / "profile") for f in files]
+  assert any(f.endswith(".xplane.pb") for f in traces) and any(f.endswith(".trace.json.gz") for f in traces)

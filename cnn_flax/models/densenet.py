@@ -20,8 +20,8 @@ Every conv is bias-free, as in torchvision and the authors' Torch code. Growth r
 bottleneck and dropout are fields; ``se_ratio`` optionally gates each dense layer's new feature maps with
 squeeze-and-excitation before they are concatenated (an ablation, not part of either reference).
 Initialisation follows torchvision: He-normal convs (fan-in), BN scale 1 / bias 0, zero classifier bias.
-Deviation: concatenation keeps every intermediate feature map alive for the backward pass; the memory-efficient
-checkpointed variant (Pleiss et al. 2017) is not implemented.
+``remat=True`` gives the memory-efficient variant (Pleiss et al. 2017): each layer recomputes its normalised
+concatenated input in the backward pass instead of keeping it.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import Conv, ConvBN, SqueezeExcite, symmetric_padding
+from cnn_flax.models.layers import Conv, ConvBN, SqueezeExcite, maybe_remat, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
@@ -68,6 +68,8 @@ class DenseLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
+    if isinstance(x, (tuple, list)):  # the block's maps so far, concatenated here (see DenseNet.remat)
+      x = jnp.concatenate(x, axis=-1)
     y = nn.relu(_batch_norm(train, epsilon=self.bn_epsilon, name="norm1", dtype=self.dtype)(x))
     if self.bottleneck:
       y = _conv(self.bn_size * self.growth_rate, 1, name="conv1", dtype=self.dtype)(y)
@@ -114,6 +116,9 @@ class DenseNet(nn.Module):
   se_ratio: int | None = None
   num_classes: int = 1000
   bn_epsilon: float = 1e-5  # torchvision's (Keras's DenseNets: 1.001e-5)
+  # Recompute each dense layer (its BN-ReLU-conv of the concatenated input) in the backward pass instead of keeping
+  # it: Pleiss et al. 2017's memory-efficient DenseNet, memory linear instead of quadratic in the depth.
+  remat: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -132,12 +137,16 @@ class DenseNet(nn.Module):
     else:
       raise ValueError(f"unknown stem {self.stem!r}; use 'imagenet' or 'cifar'")
 
+    layer = maybe_remat(DenseLayer, self.remat)
     for i, num_layers in enumerate(self.block_sizes):
+      # Each layer gets the block's maps so far and concatenates them itself: rematerialised, a layer then keeps
+      # only its new maps for the backward pass, not its concatenated input (the memory-efficient DenseNet).
+      features = [x]
       for j in range(num_layers):
-        new = DenseLayer(self.growth_rate, bottleneck=self.bottleneck, bn_size=self.bn_size,
-                         drop_rate=self.drop_rate, se_ratio=self.se_ratio, bn_epsilon=self.bn_epsilon,
-                         dtype=self.dtype, name=f"denseblock{i + 1}_denselayer{j + 1}")(x, train)
-        x = jnp.concatenate([x, new], axis=-1)
+        features.append(layer(self.growth_rate, bottleneck=self.bottleneck, bn_size=self.bn_size,
+                              drop_rate=self.drop_rate, se_ratio=self.se_ratio, bn_epsilon=self.bn_epsilon,
+                              dtype=self.dtype, name=f"denseblock{i + 1}_denselayer{j + 1}")(tuple(features), train))
+      x = jnp.concatenate(features, axis=-1)
       if i < len(self.block_sizes) - 1:
         features = int(math.floor(x.shape[-1] * self.compression))
         x = Transition(features, drop_rate=self.drop_rate, bn_epsilon=self.bn_epsilon, dtype=self.dtype,

@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import ConvBN, LocalResponseNorm, SqueezeExcite, adaptive_avg_pool
+from cnn_flax.models.layers import ConvBN, LocalResponseNorm, SqueezeExcite, adaptive_avg_pool, maybe_remat
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION = {
@@ -155,13 +155,14 @@ class GoogLeNet(nn.Module):
   bn_epsilon: float = 1e-3  # torchvision's GoogLeNet (its other models use 1e-5); used with batch_norm=True only
   se_ratio: int | None = None
   inception_reductions: bool = True  # False: the naive modules of Fig. 2(a), an ablation (see `Inception`)
+  remat: bool = False  # recompute each Inception module's activations in the backward pass (config.remat)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = functools.partial(_Conv, batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, dtype=self.dtype)
-    inception = functools.partial(Inception, branch3_kernel=self.branch3_kernel, batch_norm=self.batch_norm,
-                                  bn_epsilon=self.bn_epsilon, se_ratio=self.se_ratio,
+    inception = functools.partial(maybe_remat(Inception, self.remat), branch3_kernel=self.branch3_kernel,
+                                  batch_norm=self.batch_norm, bn_epsilon=self.bn_epsilon, se_ratio=self.se_ratio,
                                   reductions=self.inception_reductions, dtype=self.dtype)
     aux = functools.partial(InceptionAux, self.num_classes, batch_norm=self.batch_norm,
                             paper_pool=self.aux_paper_pool, dropout_rate=self.aux_dropout_rate,

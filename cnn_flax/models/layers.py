@@ -28,6 +28,15 @@ from cnn_flax.models import fastconv
 Conv = functools.partial(nn.Conv, conv_general_dilated=fastconv.conv_general_dilated)
 
 
+def maybe_remat(block: type[nn.Module], remat: bool) -> type[nn.Module]:
+  """`block` rematerialised (its activations recomputed in the backward pass instead of kept) when `remat`.
+
+  For blocks called as ``block(x, train)``: ``train`` is static. Blocks are named explicitly where they are
+  created, so the parameter tree is the same with and without rematerialisation.
+  """
+  return nn.remat(block, static_argnums=(2,)) if remat else block
+
+
 def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 

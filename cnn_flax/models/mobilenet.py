@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import ConvBN, DepthwiseSeparable, SqueezeExcite
+from cnn_flax.models.layers import ConvBN, DepthwiseSeparable, SqueezeExcite, maybe_remat
 
 # Table 1, one (pointwise output channels, depthwise stride) per depthwise-separable block. The last block's
 # depthwise stride is 1, not the table's 2 (see the module docstring).
@@ -48,6 +48,7 @@ class MobileNetV1(nn.Module):
   # False: every depthwise-separable block becomes one full 3x3 conv + BN + ReLU ("Conv MobileNet" of Table 4:
   # 29.3M parameters, 4,866M MACs against 4.2M and 569M), an ablation.
   separable: bool = True
+  remat: bool = False  # recompute each block's activations in the backward pass (config.remat)
   dtype: Any = jnp.float32
 
   def depth(self, channels: int) -> int:
@@ -61,12 +62,13 @@ class MobileNetV1(nn.Module):
                dtype=self.dtype, name="conv1")(x, train)
     for i, (features, stride) in enumerate(BLOCKS, start=1):
       if self.separable:
-        x = DepthwiseSeparable(self.depth(features), strides=(stride, stride), se_ratio=self.se_ratio,
-                               act=self.act, padding="SAME", bn_epsilon=self.bn_epsilon, dtype=self.dtype,
-                               name=f"block{i}")(x, train)
+        block = maybe_remat(DepthwiseSeparable, self.remat)
+        x = block(self.depth(features), strides=(stride, stride), se_ratio=self.se_ratio, act=self.act,
+                  padding="SAME", bn_epsilon=self.bn_epsilon, dtype=self.dtype, name=f"block{i}")(x, train)
       else:
-        x = ConvBN(self.depth(features), (3, 3), strides=(stride, stride), padding="SAME", act=self.act,
-                   epsilon=self.bn_epsilon, dtype=self.dtype, name=f"block{i}")(x, train)
+        x = maybe_remat(ConvBN, self.remat)(self.depth(features), (3, 3), strides=(stride, stride), padding="SAME",
+                                            act=self.act, epsilon=self.bn_epsilon, dtype=self.dtype,
+                                            name=f"block{i}")(x, train)
         if self.se_ratio is not None:
           x = SqueezeExcite(self.se_ratio, dtype=self.dtype, name=f"block{i}_se")(x)
     x = jnp.mean(x, axis=(1, 2))  # the 7x7 average pool at 224 px, for any resolution

@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import ConvBN, SqueezeExcite, symmetric_padding
+from cnn_flax.models.layers import ConvBN, SqueezeExcite, maybe_remat, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
@@ -160,11 +160,13 @@ class ResNet(nn.Module):
   plain: bool = False
   se_ratio: int | None = None
   bn_epsilon: float = 1e-5  # torchvision's (Keras's ResNets: 1.001e-5)
+  remat: bool = False  # recompute each block's activations in the backward pass (config.remat)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = jnp.asarray(x, self.dtype)
+    block = maybe_remat(self.block, self.remat)
     x = conv_bn(self.num_filters, 7, 2, bn_epsilon=self.bn_epsilon, name="stem", dtype=self.dtype)(x, train)
     # Padding 1 on every side like nn.MaxPool2d(3, 2, 1); Flax pads max-pool windows with -inf.
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
@@ -174,10 +176,9 @@ class ResNet(nn.Module):
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = self.block(self.num_filters * 2**i, strides=strides, shortcut="B", plain=self.plain,
-                       se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn,
-                       bn_epsilon=self.bn_epsilon, dtype=self.dtype, name=f"layer{i + 1}_{j}",
-                       **block_kwargs)(x, train)
+        x = block(self.num_filters * 2**i, strides=strides, shortcut="B", plain=self.plain,
+                  se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn, bn_epsilon=self.bn_epsilon,
+                  dtype=self.dtype, name=f"layer{i + 1}_{j}", **block_kwargs)(x, train)
     x = jnp.mean(x, axis=(1, 2))  # global average pooling: any input resolution works
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
@@ -192,19 +193,21 @@ class CifarResNet(nn.Module):
   plain: bool = False
   se_ratio: int | None = None
   bn_epsilon: float = 1e-5  # torchvision's (Keras's ResNets: 1.001e-5)
+  remat: bool = False  # recompute each block's activations in the backward pass (config.remat)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = jnp.asarray(x, self.dtype)
+    block = maybe_remat(BasicBlock, self.remat)
     # 32x32 inputs: a 3x3 stride-1 stem and no max-pool, so the stages run at 32, 16 and 8 pixels.
     x = conv_bn(self.num_filters, 3, bn_epsilon=self.bn_epsilon, name="stem", dtype=self.dtype)(x, train)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(self.num_filters * 2**i, strides=strides, shortcut=self.shortcut, plain=self.plain,
-                       se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn,
-                       bn_epsilon=self.bn_epsilon, dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
+        x = block(self.num_filters * 2**i, strides=strides, shortcut=self.shortcut, plain=self.plain,
+                  se_ratio=self.se_ratio, zero_init_last_bn=self.zero_init_last_bn, bn_epsilon=self.bn_epsilon,
+                  dtype=self.dtype, name=f"layer{i + 1}_{j}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
 
