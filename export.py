@@ -12,30 +12,24 @@ from absl import app, flags
 
 from cnn_flax import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
+_RUN = cli.define_checkpoint_flags("Use")
 _FORMAT = flags.DEFINE_string("format", "stablehlo", "stablehlo (jax.export) or saved_model (jax2tf).")
 _OUTPUT = flags.DEFINE_string("output", None, "A new directory (default: WORKDIR/export/<format>_step<N>).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best eval accuracy.")
-_EMA = flags.DEFINE_bool("ema", False, "Use the moving average of the weights (runs with ema_decay > 0).")
 _FOLD_BN = flags.DEFINE_bool("fold_bn", False, "Fold each BatchNorm into the convolution before it.")
 
 
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments {argv[1:]}")
-  if not _WORKDIR.value:
-    cli.fail("--workdir is required, e.g. --workdir runs/lenet5")
-  if _BEST.value and _STEP.value is not None:
-    cli.fail("--best and --step exclude each other; pass one of them")
+  _RUN.check()
   from cnn_flax import exporter, inference
 
   def run():
     if _FORMAT.value not in exporter.FORMATS:  # before restoring anything
       raise exporter.UserError(f"--format={_FORMAT.value!r}: choose one of {', '.join(exporter.FORMATS)}")
-    restored = inference.restore(_WORKDIR.value, _STEP.value, _BEST.value, _EMA.value)
-    output = _OUTPUT.value or os.path.join(_WORKDIR.value, "export", f"{_FORMAT.value}_step{restored.step}"
-                                           + ("_ema" if _EMA.value else "") + ("_folded" if _FOLD_BN.value else ""))
+    restored = inference.restore(_RUN.workdir.value, _RUN.step.value, _RUN.best.value, _RUN.ema.value)
+    output = _OUTPUT.value or os.path.join(_RUN.workdir.value, "export", f"{_FORMAT.value}_step{restored.step}"
+                                           + ("_ema" if _RUN.ema.value else "") + ("_folded" if _FOLD_BN.value else ""))
     return output, exporter.export(restored, _FORMAT.value, output, _FOLD_BN.value)
 
   output, meta = cli.run_user_command(run)

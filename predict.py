@@ -10,22 +10,16 @@ from absl import app, flags
 
 from cnn_flax import cli
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-_BEST = flags.DEFINE_bool("best", False, "Use the checkpoint with the best eval accuracy.")
-_EMA = flags.DEFINE_bool("ema", False, "Use the moving average of the weights (runs with ema_decay > 0).")
+_RUN = cli.define_checkpoint_flags("Use")
 _JSON = flags.DEFINE_bool("json", False, "One JSON object per image and line instead of readable blocks.")
 _TOP = flags.DEFINE_integer("top", 5, "How many classes to show per image.")
 
 
 def main(argv):
-  if not _WORKDIR.value:
-    cli.fail("--workdir is required, e.g. --workdir runs/lenet5")
-  if _BEST.value and _STEP.value is not None:
-    cli.fail("--best and --step exclude each other; pass one of them")
+  _RUN.check()
   from cnn_flax import inference, predictor
   results = cli.run_user_command(lambda: predictor.predict(
-      inference.restore(_WORKDIR.value, _STEP.value, _BEST.value, _EMA.value), argv[1:], _TOP.value))
+      inference.restore(_RUN.workdir.value, _RUN.step.value, _RUN.best.value, _RUN.ema.value), argv[1:], _TOP.value))
   for result in results:
     print(json.dumps(result) if _JSON.value else predictor.format_block(result) + "\n", flush=True)
 

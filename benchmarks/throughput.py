@@ -45,6 +45,8 @@ def parse_args(argv=None):
   p.add_argument("--cache", default="", help="a persistent compilation cache dir (run twice: a warm start)")
   p.add_argument("--csv", default="", help="with --model all: where the rows go")
   p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a model field")
+  p.add_argument("--grad_accum_steps", type=int, default=1, help="microbatches per step")
+  p.add_argument("--per_device_bn", action="store_true", help="BatchNorm statistics per device (bn_sync=False)")
   return p.parse_args(argv)
 
 
@@ -85,7 +87,8 @@ def main(argv=None) -> None:
   overrides = dict((o.partition("=")[0], cli.parse_literal(o.partition("=")[2])) for o in args.override)
   result = benchmark.measure(args.model, batch_size=args.batch_size, image_size=args.image_size,
                              num_classes=args.num_classes, steps=args.steps, warmup=args.warmup, dtype=args.dtype,
-                             mode=args.mode, overrides=overrides)
+                             mode=args.mode, overrides=overrides, grad_accum_steps=args.grad_accum_steps,
+                             per_device_bn=args.per_device_bn)
   result["process_s"] = round(time.perf_counter() - process_start, 2)  # imports + tracing + compile + steps
   print(f"{result['model']} {result['mode']} {result['dtype']} batch {result['batch_size']} at "
         f"{result['image_size']} px on {result['devices']} x {result['device_kind']}: "

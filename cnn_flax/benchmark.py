@@ -48,7 +48,8 @@ def _memory(compiled) -> tuple[float | None, str]:
 
 def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_classes: int = 0,
             in_channels: int = 0, steps: int = 10, warmup: int = 2, dtype: str = "auto", mode: str = "train",
-            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+            overrides: dict[str, Any] | None = None, grad_accum_steps: int = 1,
+            per_device_bn: bool = False) -> dict[str, Any]:
   """Times the train (or eval) step of `model_name` in this process.
 
   Args:
@@ -59,6 +60,8 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
     steps, warmup: timed steps, untimed steps after compilation.
     dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU), "float32" or "bfloat16".
     mode: "train" (forward, backward, SGD update) or "eval" (forward, sums).
+    grad_accum_steps: microbatches per step (config.grad_accum_steps).
+    per_device_bn: each device normalises its own shard (config.model.bn_sync=False).
   Returns:
     model, mode, batch_size, image_size, dtype, devices, device_kind, images_per_sec, step_ms, compile_s,
     peak_memory_mb, memory_source, model_gflops_per_image (2 x MACs forward, x3 for training) and mfu (None where
@@ -79,9 +82,10 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   compute_dtype = resolve_dtype(dtype)
   model = models.create(model_name, num_classes=num_classes, dtype=compute_dtype, **overrides)
   tx = optim.make_optimizer(schema.base_config(), lambda _: 0.01)  # the default: SGD with momentum 0.9
-  cfg = step_fns.StepConfig(model=model, tx=tx, mean=(127.5,) * channels, std=(64.0,) * channels,
-                         num_classes=num_classes)
   mesh = parallel.make_mesh()
+  cfg = step_fns.StepConfig(model=model, tx=tx, mean=(127.5,) * channels, std=(64.0,) * channels,
+                            num_classes=num_classes, update=step_fns.UpdateConfig(grad_accum_steps=grad_accum_steps),
+                            bn_mesh=mesh if per_device_bn else None)
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   image_shape = (size, size, channels)
   init = lambda rng: step_fns.init_state(cfg, image_shape, rng)

@@ -7,6 +7,7 @@ of them become `error: <what is wrong and how to fix it>` on stderr and exit cod
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import re
 import sys
@@ -106,6 +107,30 @@ def loaded_config(config_flag: flags.FlagHolder, name: str = "config") -> ml_col
 def _config_file_not_found(path: str) -> str:
   return (f"config file {path.split(':')[0]!r} not found; pass a path such as configs/lenet5.py "
           f"(relative to {os.getcwd()})")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFlags:
+  """--workdir, --step, --best and --ema: which weights of a training run eval.py, predict.py and export.py use."""
+  workdir: flags.FlagHolder
+  step: flags.FlagHolder
+  best: flags.FlagHolder
+  ema: flags.FlagHolder
+
+  def check(self) -> None:
+    """One-line errors for a missing --workdir and for --step with --best."""
+    if not self.workdir.value:
+      fail("--workdir is required, e.g. --workdir runs/lenet5")
+    if self.best.value and self.step.value is not None:
+      fail("--best and --step exclude each other; pass one of them")
+
+
+def define_checkpoint_flags(use: str) -> CheckpointFlags:
+  return CheckpointFlags(
+      workdir=flags.DEFINE_string("workdir", None, "The training run's workdir."),
+      step=flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest)."),
+      best=flags.DEFINE_bool("best", False, f"{use} the checkpoint with the best eval accuracy."),
+      ema=flags.DEFINE_bool("ema", False, f"{use} the moving average of the weights (runs with ema_decay > 0)."))
 
 
 def config_name(config_flag_name: str = "config") -> str:

@@ -72,14 +72,7 @@ def test_expected_layout_matches_recorded_torchvision_digest(name):
   assert _digest(convert.expected_torchvision_shapes(name)) == TORCHVISION_DIGESTS[name]
 
 
-@pytest.mark.parametrize("name", ["alexnet", "googlenet_bn", "resnet18", "densenet121"])
-def test_torchvision_layout_round_trips(name):
-  variables = _random_variables(name)
-  state_dict = convert.to_torchvision_layout(name, variables)
-  assert {k: v.shape for k, v in state_dict.items()} == convert.expected_torchvision_shapes(name)
-  back = convert.from_torchvision(name, state_dict)
-  assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(variables)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, back, variables)
+# The round trip of every torchvision mapping is tests/test_models.py's test_torchvision_mapping_round_trips.
 
 
 def test_flatten_rows_are_permuted_from_chw_to_hwc():

@@ -79,19 +79,25 @@ def parse_set(text: str) -> tuple[str, list[str]]:
   return key, parts
 
 
-def load_sweep_file(path: str) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
-  """(points, default config, benchmark settings) of a sweep file: `get_sweep()`, and optionally `CONFIG` (the
-  base recipe) and `BENCHMARK` (time every point's model too; see `sweeps.costs`)."""
+def _python_file(path: str, what: str):
+  """The module in `path`, run; a one-line UserError when it is missing or raises (the file is the user's)."""
   if not os.path.isfile(path):
-    raise UserError(f"sweep file {path!r} not found")
-  spec = importlib.util.spec_from_file_location(f"_sweep_{abs(hash(path))}", path)
+    raise UserError(f"{what} {path!r} not found")
+  spec = importlib.util.spec_from_file_location(f"_cnn_flax_{what.replace(' ', '_')}_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
   except UserError:
     raise
-  except Exception as e:  # noqa: BLE001  the file is the user's: report its error in one line
-    raise UserError(f"sweep file {path!r} failed to load: {type(e).__name__}: {e}") from None
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f"{what} {path!r} failed to load: {type(e).__name__}: {e}") from None
+  return module
+
+
+def load_sweep_file(path: str) -> tuple[list[dict[str, Any]], str, dict[str, Any]]:
+  """(points, default config, benchmark settings) of a sweep file: `get_sweep()`, and optionally `CONFIG` (the
+  base recipe) and `BENCHMARK` (time every point's model too; see `sweeps.costs`)."""
+  module = _python_file(path, "sweep file")
   if not hasattr(module, "get_sweep"):
     raise UserError(f"sweep file {path!r} has no get_sweep() returning the list of override dicts")
   points = module.get_sweep()
@@ -104,12 +110,8 @@ def load_sweep_file(path: str) -> tuple[list[dict[str, Any]], str, dict[str, Any
 def load_config(config_arg: str) -> ml_collections.ConfigDict:
   """The config of `--config FILE[:PRESET]`, loaded as train.py loads it."""
   file, _, preset = config_arg.partition(":")
-  if not os.path.isfile(file):
-    raise UserError(f"config file {file!r} not found; pass a path such as configs/lenet5.py")
-  spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(file))}", file)
-  module = importlib.util.module_from_spec(spec)
+  module = _python_file(file, "config file")
   try:
-    spec.loader.exec_module(module)
     return module.get_config(preset) if preset else module.get_config()
   except Exception as e:  # noqa: BLE001
     raise UserError(f"could not load the config {config_arg!r}: {type(e).__name__}: {e}") from None
