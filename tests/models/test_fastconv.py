@@ -63,3 +63,26 @@ def test_a_flax_conv_keeps_its_parameters():
   variables = plain.init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, fast.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, variables)
   np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunks", [1, 2])
+def test_the_kernel_gradient_as_a_matrix_product(monkeypatch, chunks):
+  """Stride-1 convolutions on large inputs: XLA's forward and input gradient, the kernel gradient as one GEMM."""
+  monkeypatch.setattr(fastconv, "_chunks", lambda batch, patch_bytes: chunks)  # the scan over batch slices too
+  rng = np.random.default_rng(chunks)
+  x = jnp.asarray(rng.standard_normal((2, 40, 40, 64)), jnp.float32)  # 40*40*64 = 102,400 >= the threshold
+  w = jnp.asarray(rng.standard_normal((3, 3, 64, 64)) * 0.05, jnp.float32)
+  args = dict(window_strides=(1, 1), padding=((1, 0), (2, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: jnp.sum(fastconv.conv_general_dilated(x, w, **args))))(w))
+  assert "custom_vjp" in jaxpr or "dot_general" in jaxpr
+  loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w, **args)))
+  fast = jax.grad(loss(fastconv.conv_general_dilated), argnums=(0, 1))(x, w)
+  plain = jax.grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, w)
+  for a, b in zip(fast, plain, strict=True):  # sums of 3,200 products: float32 rounding, relative to the scale
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+def test_batch_slices_for_the_patches():
+  assert fastconv._chunks(16, 100 * 2**20) == 1
+  assert fastconv._chunks(16, 1000 * 2**20) == 4  # 250 MiB each: under the 256 MiB budget
+  assert fastconv._chunks(6, 1000 * 2**20) == 6  # the divisors of 6: 1, 2, 3, 6
