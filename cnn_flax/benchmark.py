@@ -124,8 +124,8 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
           "devices": jax.device_count(), "device_kind": kind, "images_per_sec": round(images_per_sec, 3),
           "step_ms": round(1000 * elapsed / steps, 3), "compile_s": round(compile_s, 2),
           "peak_memory_mb": None if memory_mb is None else round(memory_mb, 1), "memory_source": memory_source,
-          "model_gflops_per_image": round(flops_per_image / 1e9, 4),
-          "mfu": None if peak is None else round(images_per_sec * flops_per_image / (peak * jax.device_count()), 4)}
+          "model_gflops_per_image": float(f"{flops_per_image / 1e9:.4g}"),  # 4 significant figures: LeNet is 0.0008
+          "mfu": None if peak is None else float(f"{images_per_sec * flops_per_image / (peak * jax.device_count()):.4g}")}
 
 
 def measure_in_subprocess(model_name: str, timeout: float = 1800, **kwargs) -> dict[str, Any]:

@@ -82,10 +82,12 @@ print(json.dumps(loaded.signatures["serving_default"](images=tf.constant(images)
 
 def test_saved_model_round_trip(lenet_run, tmp_path):
   restored = inference.restore(lenet_run)
-  exporter.export(restored, "saved_model", str(tmp_path / "tf"))
+  # jax2tf and TensorFlow are loaded in processes of their own: the suite checks elsewhere that loading data and
+  # training never import TensorFlow, which would be meaningless once this process had imported it.
+  exported = run_script("export.py", "--workdir", lenet_run, "--format", "saved_model", "--output", str(tmp_path / "tf"))
+  assert exported.returncode == 0, exported.stderr[-2000:]
   images = _images(restored, 3)
   np.save(tmp_path / "images.npy", images)
-  # TensorFlow is loaded in a process of its own: the suite checks elsewhere that training never imports it.
   result = subprocess.run([sys.executable, "-c", LOAD_SAVED_MODEL, str(tmp_path / "tf"), str(tmp_path / "images.npy")],
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]

@@ -152,7 +152,8 @@ def test_resume_after_a_crash_between_checkpoints_matches_a_straight_run(finishe
 # A valid value other than the tiny run's for each run-identity field (a new identity field needs one here).
 OTHER_IDENTITY = {"model.name": "lenet5_paper", "model.kwargs": {"num_classes": 3}, "dataset.name": "folder",
                   "dataset.train_split": "test", "dataset.image_size": 28, "batch_size": 16, "seed": 1,
-                  "optimizer.name": "adamw", "optimizer.momentum": 0.5, "dataset.train_fraction": 0.5}
+                  "optimizer.name": "adamw", "optimizer.momentum": 0.5, "dataset.train_fraction": 0.5,
+                  "ema_decay": 0.9}
 
 
 def _set(config, path, value):
