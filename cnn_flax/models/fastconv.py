@@ -12,7 +12,11 @@ weight import and parameter counts do not change. On the CPU backend it computes
   channels as one matrix product of the
   input's patches with the output gradient (a custom VJP; the forward pass and the input gradient stay XLA's):
   XLA:CPU's backward-filter convolution takes 8-22x longer on VGG's layers (9.5 s against 0.6 s for one 224 px,
-  64-channel layer at batch 16).
+  64-channel layer at batch 16);
+* a convolution whose output map is small (at most 16 positions: 4x4, 2x2, 1x1) as one matrix product of the
+  input's patches with the kernel: XLA:CPU's convolution is pathological on such maps with many channels (a 3x3,
+  512->1024 convolution on a 2x2 map at batch 32: 1.8 s forward against 19 ms as a product), and they are where
+  ImageNet-shaped networks end at the study's 32 px (VGG's last block, ResNet-50's last stage, MobileNet's tail).
 
 Everything else, and every other backend (cuDNN and the TPU handle these shapes well), goes to
 `lax.conv_general_dilated` unchanged. `CNN_FLAX_FAST_CONV=0` turns the rewrites off (for comparisons). The
@@ -38,6 +42,9 @@ _switched_off = [False]
 # there), nor small maps (ResNet-20 at 32 px: 11% slower).
 _GEMM_MIN_OUT = 64
 _GEMM_MIN_INPUT = 100_000
+# Output maps up to 4x4 go through patches and one product (forward and both gradients, by autodiff): 1.2-100x
+# faster on 4x4-1x1 maps; at 7x7 the two are even (ResNet-50's last stage at 224 px stays XLA's).
+_SMALL_MAP_MAX_POSITIONS = 16
 
 
 def enabled() -> bool:
@@ -95,6 +102,28 @@ def _depthwise(lhs, rhs, strides, pads, precision):
       term = window * rhs[i, j, 0]
       out = term if out is None else out + term
   return out
+
+
+def _small_map(lhs, rhs, strides, pads, precision):
+  """A convolution with few output positions: the k*k shifted, strided windows side by side (patches), then one
+  matrix product with the kernel flattened in the same (i, j, c_in) order."""
+  kh, kw, cin, cout = rhs.shape
+  lhs = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
+  batch, height, width, _ = lhs.shape
+  out_h = (height - kh) // strides[0] + 1
+  out_w = (width - kw) // strides[1] + 1
+  windows = [lax.slice(lhs, (0, i, j, 0), (batch, i + (out_h - 1) * strides[0] + 1,
+                                           j + (out_w - 1) * strides[1] + 1, cin), (1, *strides, 1))
+             for i in range(kh) for j in range(kw)]
+  return jnp.einsum("nhwk,ko->nhwo", jnp.concatenate(windows, axis=-1), rhs.reshape(kh * kw * cin, cout),
+                    precision=precision)
+
+
+def _output_positions(in_hw, kernel, strides, pads) -> int:
+  positions = 1
+  for size, k, stride, (low, high) in zip(in_hw, kernel, strides, pads):
+    positions *= max(0, (size + low + high - k) // stride + 1)
+  return positions
 
 
 def _chunks(batch: int, patch_bytes: int, budget: int = 256 * 2**20) -> int:
@@ -163,6 +192,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return _pointwise(lhs, rhs, strides, pads, precision)
   if feature_group_count == lhs.shape[-1] == out_channels and in_per_group == 1:
     return _depthwise(lhs, rhs, strides, pads, precision)
+  if feature_group_count == 1 and _output_positions(lhs.shape[1:3], (kh, kw), strides, pads) <= \
+      _SMALL_MAP_MAX_POSITIONS:
+    return _small_map(lhs, rhs, strides, pads, precision)
   if (feature_group_count == 1 and strides == (1, 1) and precision is None and out_channels >= _GEMM_MIN_OUT
       and lhs.shape[1] * lhs.shape[2] * lhs.shape[3] >= _GEMM_MIN_INPUT):
     return _dense_stride1(lhs, rhs, tuple(tuple(p) for p in pads))

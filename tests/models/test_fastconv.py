@@ -16,6 +16,10 @@ CASES = [  # (input HW, in channels, kernel, out channels, stride, padding, grou
     (9, 6, 3, 6, 2, ((1, 1), (1, 1)), 6),  # torchvision's symmetric padding
     (9, 4, 5, 4, 1, ((2, 2), (2, 2)), 4),  # 5x5 depthwise
     (9, 4, 3, 6, 1, "SAME", 1),  # a 3x3 dense conv: left to XLA
+    (4, 5, 3, 7, 1, "SAME", 1),  # a 3x3 conv on a 4x4 map: patches and one product
+    (4, 5, 3, 7, 2, "SAME", 1),  # strided, TF's (0, 1) padding: a 2x2 output
+    (3, 4, 3, 6, 1, "VALID", 1),  # one output position
+    (5, 3, 5, 4, 2, ((2, 2), (2, 2)), 1),  # 5x5, stride 2, symmetric padding: 3x3 output
     (9, 4, 3, 8, 1, "SAME", 2),  # grouped, not depthwise: left to XLA
 ]
 
@@ -47,10 +51,13 @@ def test_the_rewrites_are_taken_on_cpu_and_not_elsewhere(monkeypatch):
   pointwise = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(x, jnp.ones((1, 1, 3, 5)))
   depthwise = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, feature_group_count=3, **args))(
       x, jnp.ones((3, 3, 1, 3)))
-  dense = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(x, jnp.ones((3, 3, 3, 5)))
+  small_map = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(x, jnp.ones((3, 3, 3, 5)))
+  dense = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(jnp.ones((1, 5, 5, 3)),
+                                                                                  jnp.ones((3, 3, 3, 5)))
   assert "dot_general" in str(pointwise) and "conv_general_dilated" not in str(pointwise)
   assert "conv_general_dilated" not in str(depthwise) and str(depthwise).count("mul") >= 9
-  assert "conv_general_dilated" in str(dense)
+  assert "dot_general" in str(small_map) and "conv_general_dilated" not in str(small_map)  # 16 positions
+  assert "conv_general_dilated" in str(dense)  # 25 positions: XLA's
   monkeypatch.setenv("CNN_FLAX_FAST_CONV", "0")
   off = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(x, jnp.ones((1, 1, 3, 5)))
   assert "conv_general_dilated" in str(off)
