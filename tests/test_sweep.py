@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from cnn_flax.errors import UserError
-from cnn_flax.sweeps import results, spec
+from cnn_flax.sweeps import results, runner, spec
 from tests.conftest import REPO_ROOT, read_metrics, run_script
 
 # The tiny LeNet-5 run of the end-to-end tests, as flags of the base config.
@@ -142,6 +142,27 @@ def test_a_second_invocation_skips_finished_runs(finished_sweep):
   assert result.returncode == 1, result.stderr  # the failing runs fail again: train.py is asked again
   assert "4 runs: 2 finished already, 2 to run" in result.stderr
   assert os.path.getmtime(os.path.join(done, "metrics.jsonl")) == stamp  # not even re-evaluated
+
+
+def test_a_run_saved_before_a_field_was_added_still_counts_as_finished(finished_sweep):
+  """Runs written by an older checkout lack the fields added since; train.py reads them on today's defaults, and so
+  must the sweep, or a rerun would re-invoke every finished run and overwrite its recorded wall time."""
+  workdir, _ = finished_sweep
+  done = os.path.join(workdir, "model=lenet5,train_fraction=1.0")
+  config_path = os.path.join(done, "config.json")
+  original = open(config_path).read()
+  older = json.loads(original)
+  del older["remat"], older["optimizer"]["grad_clip_norm"]  # as a checkout before those fields wrote it
+  with open(config_path, "w") as f:
+    json.dump(older, f)
+  try:
+    expected = json.loads(original)  # the config the sweep builds for this run today
+    assert runner.is_finished(done, expected)
+    expected["remat"] = True  # a real difference still counts
+    assert not runner.is_finished(done, expected)
+  finally:
+    with open(config_path, "w") as f:
+      f.write(original)
 
 
 def test_report_reaggregates_without_running(finished_sweep, tmp_path):

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from cnn_flax import config as config_lib
 from cnn_flax.sweeps.spec import Run
 
 STATE_FILE = "sweep.json"
@@ -46,6 +47,8 @@ def is_finished(run_dir: str, config: dict) -> bool:
       summary = json.load(f)
   except (OSError, json.JSONDecodeError):
     return False
+  # On today's defaults, as train.py reads it: a field added to the schema since the run does not make it another.
+  saved = json.loads(json.dumps(config_lib.from_saved(saved).to_dict()))
   return saved == config and summary.get("step") == summary.get("total_steps")
 
 
