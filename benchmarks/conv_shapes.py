@@ -1,0 +1,55 @@
+"""One 3x3 convolution, XLA's against cnn_flax's CPU fast path, forward and backward together: the evidence for
+the rules in cnn_flax/models/fastconv.py.
+
+  python benchmarks/conv_shapes.py                 # the small-map shapes (a minute)
+  python benchmarks/conv_shapes.py --large         # also VGG's and DenseNet's large maps (several minutes)
+
+Prints one line per shape: milliseconds per step of `lax.conv_general_dilated` and of `fastconv`'s computation.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+from cnn_flax.models import fastconv  # noqa: E402
+
+SMALL = [  # (batch, H=W, C_in, C_out, stride): ImageNet networks' last stages at 32 px
+    (32, 2, 512, 1024, 1), (32, 1, 1024, 1024, 1), (32, 2, 512, 512, 1), (32, 4, 512, 512, 1),
+    (32, 4, 256, 512, 2), (32, 7, 512, 512, 1), (32, 8, 256, 256, 1)]
+LARGE = [  # VGG-16's stages at 224 px, and a DenseNet layer (32 new maps)
+    (16, 224, 64, 64, 1), (16, 112, 128, 128, 1), (16, 56, 256, 256, 1), (16, 28, 512, 512, 1),
+    (16, 56, 128, 32, 1)]
+
+
+def time_ms(fn, *args, repeats=3):
+  jax.block_until_ready(fn(*args))
+  start = time.perf_counter()
+  for _ in range(repeats):
+    jax.block_until_ready(fn(*args))
+  return 1000 * (time.perf_counter() - start) / repeats
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--large", action="store_true", help="also the large maps")
+  shapes = SMALL + (LARGE if parser.parse_args().large else [])
+  for batch, size, cin, cout, stride in shapes:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(0.01 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
+    args = dict(window_strides=(stride, stride), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    step = lambda conv: jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w, **args) ** 2), argnums=(0, 1)))
+    plain, fast = time_ms(step(lax.conv_general_dilated), x, w), time_ms(step(fastconv.conv_general_dilated), x, w)
+    print(f"batch {batch} {size}x{size} {cin}->{cout} stride {stride}: XLA {plain:.1f} ms, fast path {fast:.1f} ms "
+          f"({plain / fast:.2f}x)", flush=True)
+
+
+if __name__ == "__main__":
+  main()
