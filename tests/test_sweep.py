@@ -65,6 +65,12 @@ def test_pareto_front_and_the_bubble_chart(tmp_path):
   assert (tmp_path / "bubbles.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_chart_labels_drop_the_keys():
+  from cnn_flax.sweeps import plots
+  assert plots.short_name("model=vgg16_bn,image_size=32,classifier_width=512") == "vgg16_bn, 32, 512"
+  assert plots.short_name("block_sizes=(6, 6, 6),growth_rate=12") == "(6, 6, 6), 12"  # commas inside a value
+
+
 def test_confidence_interval_uses_students_t():
   mean, half = results.mean_ci95([0.5, 0.7])
   assert mean == pytest.approx(0.6) and half == pytest.approx(12.706 * 0.1414214 / 1.4142136, rel=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any
 
 from cnn_flax import metrics
@@ -48,10 +49,10 @@ def curves(workdir: str, rows: list[dict[str, Any]], path: str) -> None:
   acc_ax.set(xlabel="step", ylabel="eval accuracy", title="evaluation accuracy")
   for ax in (loss_ax, acc_ax):
     ax.grid(alpha=0.3)
-  if labelled:
-    acc_ax.legend(fontsize=7, loc="lower right")
+  if labelled:  # beside the plots, not over the curves
+    acc_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
 
 
@@ -94,10 +95,15 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
   return sorted(front, key=lambda i: points[i][0])
 
 
+def short_name(point: str) -> str:
+  """A point's values without their keys ('model=vgg16_bn,image_size=32' -> 'vgg16_bn, 32'): chart labels."""
+  return ", ".join(part.split("=", 1)[-1] for part in re.split(r",(?=[^,=]+=)", point))
+
+
 def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
   plt = _pyplot()
   shown = [p for p in per_point if p.get("macs") and p.get("params") and not math.isnan(p["accuracy_mean"])]
-  fig, ax = plt.subplots(figsize=(8, 5.5))
+  fig, ax = plt.subplots(figsize=(9, 6))
   largest = max((p["params"] for p in shown), default=1)
   for i, p in enumerate(shown):
     ax.scatter(p["macs"] / 1e6, 100 * p["accuracy_mean"], s=40 + 1600 * p["params"] / largest, alpha=0.45,
@@ -105,18 +111,24 @@ def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
     if not math.isnan(p["accuracy_ci95"]):
       ax.errorbar(p["macs"] / 1e6, 100 * p["accuracy_mean"], yerr=100 * p["accuracy_ci95"], color="black",
                   capsize=3, lw=0.8)
-    ax.annotate(f"{p['point']}\n{p['params'] / 1e6:.2f}M params", (p["macs"] / 1e6, 100 * p["accuracy_mean"]),
-                fontsize=7, xytext=(6, 6), textcoords="offset points")
+    # Neighbours in cost alternate above and below their bubbles, so that close labels do not overprint.
+    above = sorted(shown, key=lambda q: q["macs"]).index(p) % 2 == 0
+    ax.annotate(f"{short_name(p['point'])}\n{p['params'] / 1e6:.2f}M params",
+                (p["macs"] / 1e6, 100 * p["accuracy_mean"]), fontsize=7, xytext=(6, 6 if above else -22),
+                textcoords="offset points")
   front = pareto_front([(p["macs"], p["accuracy_mean"]) for p in shown])
   if len(front) > 1:
     ax.plot([shown[i]["macs"] / 1e6 for i in front], [100 * shown[i]["accuracy_mean"] for i in front], "r--",
             lw=1, label="Pareto front")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower left")
   ax.set(xscale="log", xlabel="multiply-accumulates per image (millions, log scale)",
          ylabel="final eval accuracy (%)", title="accuracy against compute (bubble area: parameters)")
+  ax.margins(x=0.12)
+  low, high = ax.get_ylim()  # an interval of two seeds can reach far past the possible accuracies
+  ax.set_ylim(max(low, -2), min(high, 104))
   ax.grid(alpha=0.3, which="both")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")  # labels near the edge stay in the picture
   plt.close(fig)
 
 
