@@ -8,9 +8,14 @@ for GoogLeNet; Inception v3 reports "a relatively minor effect" (about 0.4% top-
 Here: GoogLeNet (torchvision's BatchNorm reading) with the auxiliary losses weighted 0 (off) and 0.3, on the study
 recipe (the heads pool their 2x2 inputs adaptively at 32 px).
 
-  python sweep.py --sweep configs/sweeps/aux_heads.py --workdir runs/aux_heads --seeds 3
+  python sweep.py --sweep configs/sweeps/aux_heads.py --workdir runs/aux_heads --seeds 2
 
-Measured here (2-core CPU): RESULT
+Measured here (2-core CPU, 2 seeds, about 10 minutes with other jobs on the machine), final test accuracy:
+  aux weight 0     43.4 / 54.4% (mean 48.9 +- 69.8)
+  aux weight 0.3   83.4 / 43.4% (mean 63.4 +- 254)
+No difference by the 95% rule: the seeds disagree more than the settings do, since GoogLeNet is still far from
+converged after 300 steps on 144 images (its accuracy rising at every evaluation). Three or more seeds, or the
+CIFAR-10 recipe, are needed to see a 0.4-point effect like Inception v3's.
 """
 from cnn_flax.sweeps import product
 
