@@ -86,21 +86,26 @@ def _pointwise(lhs, rhs, strides, pads, precision):
   return jnp.einsum("nhwc,co->nhwo", lhs, rhs[0, 0], precision=precision)
 
 
+def _windows(padded, kh: int, kw: int, strides) -> list:
+  """The k*k shifted, strided views of a padded NHWC input, tap (i, j) in row-major order: window (i, j) holds the
+  input pixel that tap (i, j) of the kernel meets at every output position."""
+  batch, height, width, channels = padded.shape
+  out_h = (height - kh) // strides[0] + 1
+  out_w = (width - kw) // strides[1] + 1
+  return [lax.slice(padded, (0, i, j, 0), (batch, i + (out_h - 1) * strides[0] + 1,
+                                           j + (out_w - 1) * strides[1] + 1, channels), (1, *strides, 1))
+          for i in range(kh) for j in range(kw)]
+
+
 def _depthwise(lhs, rhs, strides, pads, precision):
   """k x k depthwise: the sum over taps (i, j) of the shifted, strided input times that tap's per-channel weight."""
   del precision  # elementwise products: no precision choice to make
-  kh, kw, _, channels = rhs.shape
-  lhs = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
-  _, height, width, _ = lhs.shape
-  out_h = (height - kh) // strides[0] + 1
-  out_w = (width - kw) // strides[1] + 1
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      window = lax.slice(lhs, (0, i, j, 0), (lhs.shape[0], i + (out_h - 1) * strides[0] + 1,
-                                             j + (out_w - 1) * strides[1] + 1, channels), (1, *strides, 1))
-      term = window * rhs[i, j, 0]
-      out = term if out is None else out + term
+  kh, kw = rhs.shape[:2]
+  windows = _windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
+  taps = rhs[:, :, 0].reshape(kh * kw, -1)  # (k*k, C), in the windows' order
+  out = windows[0] * taps[0]
+  for window, tap in zip(windows[1:], taps[1:]):
+    out = out + window * tap
   return out
 
 
@@ -108,13 +113,7 @@ def _small_map(lhs, rhs, strides, pads, precision):
   """A convolution with few output positions: the k*k shifted, strided windows side by side (patches), then one
   matrix product with the kernel flattened in the same (i, j, c_in) order."""
   kh, kw, cin, cout = rhs.shape
-  lhs = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
-  batch, height, width, _ = lhs.shape
-  out_h = (height - kh) // strides[0] + 1
-  out_w = (width - kw) // strides[1] + 1
-  windows = [lax.slice(lhs, (0, i, j, 0), (batch, i + (out_h - 1) * strides[0] + 1,
-                                           j + (out_w - 1) * strides[1] + 1, cin), (1, *strides, 1))
-             for i in range(kh) for j in range(kw)]
+  windows = _windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
   return jnp.einsum("nhwk,ko->nhwo", jnp.concatenate(windows, axis=-1), rhs.reshape(kh * kw * cin, cout),
                     precision=precision)
 
@@ -154,7 +153,7 @@ def _dense_stride1_bwd(pads, residuals, dy):
   n, h, w, _ = dy.shape
 
   def kernel_gradient(padded, dy):  # one matrix product: (k*k*C_in, N*H*W) x (N*H*W, C_out)
-    patches = jnp.concatenate([padded[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=-1)
+    patches = jnp.concatenate(_windows(padded, kh, kw, (1, 1)), axis=-1)
     return patches.reshape(-1, kh * kw * cin).T @ dy.reshape(-1, cout)
 
   # The patches are k*k times the input: over ~256 MiB they are made a slice of the batch at a time (a scan keeps
