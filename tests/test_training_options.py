@@ -127,6 +127,17 @@ def test_a_batch_that_does_not_split_into_microbatches_is_a_user_error(tiny_conf
     experiment.build(tiny_config)
 
 
+def _one_step_agrees(cfg, other):
+  """One train step of each config from the same initial state: the new parameters and BatchNorm statistics agree.
+  Returns both steps' metrics."""
+  state = steps.init_state(cfg, (32, 32, 1), jax.random.key(0))
+  a, ma = jax.jit(functools.partial(steps.train_step, cfg))(state, _batch())
+  b, mb = jax.jit(functools.partial(steps.train_step, other))(state, _batch())
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), (a.params, a.batch_stats),
+               (b.params, b.batch_stats))
+  return ma, mb
+
+
 # --- per-device BatchNorm --------------------------------------------------------------------------------
 def test_per_device_statistics_on_one_device_equal_global_ones(tiny_config):
   from cnn_flax import parallel
@@ -134,11 +145,7 @@ def test_per_device_statistics_on_one_device_equal_global_ones(tiny_config):
   mesh = parallel.make_mesh()
   plain = _step_config(model)
   local = plain.replace(bn_mesh=mesh)
-  state = steps.init_state(plain, (32, 32, 1), jax.random.key(0))
-  a, ma = jax.jit(functools.partial(steps.train_step, plain))(state, _batch())
-  b, mb = jax.jit(functools.partial(steps.train_step, local))(state, _batch())
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), (a.params, a.batch_stats),
-               (b.params, b.batch_stats))
+  ma, mb = _one_step_agrees(plain, local)
   np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-6)
 
 
@@ -183,12 +190,9 @@ def test_on_four_devices_each_normalises_its_own_quarter():
 def test_rematerialised_blocks_compute_the_same_step(name, overrides):
   plain = _step_config(models.create(name, num_classes=10, **overrides))
   remat = _step_config(models.create(name, num_classes=10, remat=True, **overrides))
-  state = steps.init_state(plain, (32, 32, 1), jax.random.key(0))
-  a, ma = jax.jit(functools.partial(steps.train_step, plain))(state, _batch())
-  b, mb = jax.jit(functools.partial(steps.train_step, remat))(state, _batch())
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), (a.params, a.batch_stats),
-               (b.params, b.batch_stats))
+  ma, mb = _one_step_agrees(plain, remat)
   np.testing.assert_allclose(ma["grad_norm"], mb["grad_norm"], rtol=1e-5)
+  state = steps.init_state(plain, (32, 32, 1), jax.random.key(0))
   jaxpr = str(jax.make_jaxpr(functools.partial(steps.train_step, remat))(state, _batch()))
   assert "remat" in jaxpr or "checkpoint" in jaxpr  # the blocks really are rematerialised
 
