@@ -117,7 +117,6 @@ def test_a_sweep_runs_every_point_and_reports_the_failure(finished_sweep):
       ("lenet5", "1.0", "done"), ("lenet5", "0.01", "failed"), ("lenet5_paper", "1.0", "done"),
       ("lenet5_paper", "0.01", "failed")]
   failed = rows[1]
-  # 1% of about 144 per class rounds to the minimum of one example per class: 10 in all.
   # 1% of about 144 per class rounds to the minimum, one example per class: 10 in all.
   assert "exceeds the 10 training examples" in failed["error"]  # train.py's own one-line error
   for row in (rows[0], rows[2]):
@@ -148,6 +147,23 @@ def test_a_second_invocation_skips_finished_runs(finished_sweep):
   assert result.returncode == 1, result.stderr  # the failing runs fail again: train.py is asked again
   assert "4 runs: 2 finished already, 2 to run" in result.stderr
   assert os.path.getmtime(os.path.join(done, "metrics.jsonl")) == stamp  # not even re-evaluated
+
+
+def test_a_resumed_run_keeps_the_seconds_already_spent_on_it(finished_sweep):
+  """A run that an earlier invocation started and this one resumes reports the wall time of both, not only the
+  last few seconds train.py needed to finish it."""
+  workdir, _ = finished_sweep
+  name = "model=lenet5_paper,train_fraction=1.0"
+  os.remove(os.path.join(workdir, name, "summary.json"))  # as if killed after its last checkpoint
+  state = runner.read_state(workdir)
+  state["outcomes"][name]["wall_seconds"] = 1000.0  # what the interrupted invocation had recorded
+  runner.write_state(workdir, state)
+  result = _sweep("--config", "configs/lenet5.py", "--workdir", workdir, *TINY,
+                  "--set", "model.name=lenet5,lenet5_paper", "--set", "dataset.train_fraction=1.0,0.01",
+                  "--set", "batch_size=32")
+  assert "4 runs: 1 finished already, 3 to run" in result.stderr
+  wall = runner.read_state(workdir)["outcomes"][name]["wall_seconds"]
+  assert 1000.0 < wall < 1000.0 + 300, wall
 
 
 def test_a_run_saved_before_a_field_was_added_still_counts_as_finished(finished_sweep):

@@ -63,7 +63,13 @@ def sweep(config_arg: str, runs: list[spec.Run], configs: dict, workdir: str, *,
   print(f"{len(runs)} runs: {len(runs) - len(todo)} finished already, {len(todo)} to run", file=sys.stderr,
         flush=True)
 
+  # A run that an earlier invocation started (and train.py now resumes) keeps the seconds already spent on it.
+  spent = {r.name: state["outcomes"].get(r.name, {}).get("wall_seconds", 0.0) for r in todo
+           if os.path.exists(os.path.join(workdir, r.name, "config.json"))}
+
   def record(run: spec.Run, outcome: dict) -> None:
+    if spent.get(run.name):
+      outcome = {**outcome, "wall_seconds": round(outcome["wall_seconds"] + spent[run.name], 2)}
     state["outcomes"][run.name] = outcome
     runner.write_state(workdir, state)
     detail = f" ({outcome['error']})" if outcome.get("error") else ""
