@@ -178,3 +178,6 @@ def run_user_command(fn: Callable[[], Any]) -> Any:
   except TrainingStopped as e:
     print(f"stopped: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  except BrokenPipeError:  # the reader went away (`sweep.py --dry_run | head`): stop quietly, as `cat` would
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not raise again
+    sys.exit(1)

@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -210,6 +211,16 @@ def test_dry_run_prints_commands_that_run_as_printed(tmp_path):
   with open(os.path.join(REPO_ROOT, run_dir, "config.json")) as f:
     config = json.load(f)
   assert (config["optimizer"]["learning_rate"], config["seed"], config["num_train_steps"]) == (0.05, 1, 4)
+
+
+def test_dry_run_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+  """`sweep.py --dry_run | head -1`: the closed pipe ends the listing without a traceback."""
+  command = (f"{shlex.quote(sys.executable)} sweep.py --config configs/lenet5.py --workdir {tmp_path}/w "
+             "--set seed=" + ",".join(map(str, range(2000))) + " --dry_run | head -1")
+  result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+  assert result.stdout.count("\n") == 1 and result.stdout.startswith("python train.py ")
+  assert "Traceback" not in result.stderr and result.returncode == 1, result.stderr
 
 
 def test_a_sweep_file_with_model_switches(tmp_path):
