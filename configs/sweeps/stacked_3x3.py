@@ -22,4 +22,5 @@ CONFIG = "configs/study.py"
 
 def get_sweep():
   return product(model__name=["vgg13_bn", "vgg16_bn"], model__kwargs__large_kernels=[False, True],
-                 model__kwargs__classifier_width=[256])
+                 model__kwargs__classifier_width=[256],
+                 optimizer__learning_rate=[0.01])

@@ -25,4 +25,5 @@ CONFIG = "configs/study.py"
 
 def get_sweep():
   return product(model__name=["vgg16_c", "vgg16"], model__kwargs__batch_norm=[True],
-                 model__kwargs__classifier_width=[256])
+                 model__kwargs__classifier_width=[256],
+                 optimizer__learning_rate=[0.01])
