@@ -69,6 +69,14 @@ if [ "${SMOKE:-0}" != 1 ] && [ $(( $(date +%s) - start )) -lt 400 ]; then
   bench $(( 470 - ($(date +%s) - start) )) --model densenet121 --batch_size 256 --steps 10 --override remat=True
 fi
 
+# Scanning ResNet-152's identical blocks: tracing, compilation and step time against the unrolled network (on a
+# CPU the scan cuts tracing 5x and doubles the step: benchmarks/README.md, "Compile time").
+if [ "${SMOKE:-0}" != 1 ] && [ $(( $(date +%s) - start )) -lt 420 ]; then
+  echo "--- scan_blocks resnet152 ($(( $(date +%s) - start )) s elapsed)"
+  timeout $(( 475 - ($(date +%s) - start) )) python3 benchmarks/scan_blocks.py --model resnet152 --image_size 224 \
+    --batch_size 64 --steps 10 2> "$OUT/scan.err" | tee "$OUT/scan_blocks.jsonl" || tail -3 "$OUT/scan.err"
+fi
+
 echo "=== summary ($(( $(date +%s) - start )) s in all)"
 python3 - "$rows" <<'PY'
 import json, sys

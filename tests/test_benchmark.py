@@ -37,3 +37,35 @@ def test_the_command_line_ends_with_one_json_line():
   row = json.loads(result.stdout.strip().splitlines()[-1])
   assert set(CONTRACT) <= set(row) and row["process_s"] >= row["compile_s"]
   assert "images_per_sec" in row["peer_torch"] or "skipped" in row["peer_torch"]  # torch is optional
+
+
+def test_the_scanned_resnet_of_the_scan_experiment_is_the_same_network():
+  """benchmarks/scan_blocks.py compares a scanned ResNet with the registered one; the comparison means something
+  only if the scanned variant has the same variables and computes the same outputs and statistics."""
+  import jax
+  import numpy as np
+
+  from benchmarks import scan_blocks
+  from cnn_flax import models
+  model = models.create("resnet20", num_classes=10)
+  scanned = scan_blocks.scanned(model)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3))
+  variables = model.init(jax.random.key(0), x, False)
+  assert jax.tree.structure(scanned.init(jax.random.key(0), x, False)) == jax.tree.structure(variables)
+  for train in (True, False):
+    mutable = ["batch_stats"] if train else False
+    expected = model.apply(variables, x, train, mutable=mutable)
+    got = scanned.apply(variables, x, train, mutable=mutable)
+    assert jax.tree.structure(got) == jax.tree.structure(expected)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  jaxpr = str(jax.make_jaxpr(lambda v: scanned.apply(v, x, False))(variables))
+  assert jaxpr.count("scan[") == 3  # one per stage: blocks 1 and 2 of each of the three
+
+
+def test_the_scan_experiment_runs_as_documented():
+  result = run_script("benchmarks/scan_blocks.py", "--model", "resnet20", "--image_size", "8", "--batch_size", "2",
+                      "--steps", "1")
+  assert result.returncode == 0, result.stderr
+  rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+  assert [r["variant"] for r in rows] == ["unrolled", "scanned"] and rows[1]["max_abs_difference"] < 1e-4
