@@ -3,6 +3,7 @@ the rules in cnn_flax/models/fastconv.py.
 
   python benchmarks/conv_shapes.py                 # the small-map shapes (a minute)
   python benchmarks/conv_shapes.py --large         # also VGG's and DenseNet's large maps (several minutes)
+  python benchmarks/conv_shapes.py --strided       # strided kernel gradients: XLA's against a patches product
 
 Prints one line per shape: milliseconds per step of `lax.conv_general_dilated` and of `fastconv`'s computation.
 """
@@ -26,6 +27,9 @@ SMALL = [  # (batch, H=W, C_in, C_out, stride): ImageNet networks' last stages a
 LARGE = [  # VGG-16's stages at 224 px, and a DenseNet layer (32 new maps)
     (16, 224, 64, 64, 1), (16, 112, 128, 128, 1), (16, 56, 256, 256, 1), (16, 28, 512, 512, 1),
     (16, 56, 128, 32, 1)]
+STRIDED = [  # (batch, H=W, C_in, C_out, kernel, stride): the stems of ResNet and AlexNet, ResNet-50's 3x3/2 layers
+    (16, 224, 3, 64, 7, 2), (16, 224, 3, 64, 11, 4), (16, 56, 128, 128, 3, 2), (16, 28, 256, 256, 3, 2),
+    (16, 14, 512, 512, 3, 2)]
 
 
 def time_ms(fn, *args, repeats=3):
@@ -39,7 +43,11 @@ def time_ms(fn, *args, repeats=3):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--large", action="store_true", help="also the large maps")
-  shapes = SMALL + (LARGE if parser.parse_args().large else [])
+  parser.add_argument("--strided", action="store_true", help="only strided kernel gradients (not a fast path)")
+  args = parser.parse_args()
+  if args.strided:
+    return strided_kernel_gradients()
+  shapes = SMALL + (LARGE if args.large else [])
   for batch, size, cin, cout, stride in shapes:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
@@ -49,6 +57,31 @@ def main():
     plain, fast = time_ms(step(lax.conv_general_dilated), x, w), time_ms(step(fastconv.conv_general_dilated), x, w)
     print(f"batch {batch} {size}x{size} {cin}->{cout} stride {stride}: XLA {plain:.1f} ms, fast path {fast:.1f} ms "
           f"({plain / fast:.2f}x)", flush=True)
+
+
+def strided_kernel_gradients():
+  """The kernel gradient alone of strided convolutions, XLA's backward-filter convolution against the input's
+  strided patches times the output gradient: the measurement behind leaving strided convolutions to XLA."""
+  dn = ("NHWC", "HWIO", "NHWC")
+  for batch, size, cin, cout, k, stride in STRIDED:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(0.01 * rng.standard_normal((k, k, cin, cout)), jnp.float32)
+    pads = list(lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), "SAME"))
+    conv = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=dn)
+    dy = jnp.asarray(rng.standard_normal(conv(x, w).shape), jnp.float32)
+    xla = jax.jit(lambda x, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0])
+
+    def product(x, dy):
+      windows = fastconv._windows(jnp.pad(x, ((0, 0), *pads, (0, 0))), k, k, (stride, stride))
+      patches = jnp.concatenate(windows, axis=-1).reshape(-1, k * k * cin)
+      return (patches.T @ dy.reshape(-1, cout)).reshape(k, k, cin, cout)
+
+    product = jax.jit(product)
+    np.testing.assert_allclose(xla(x, dy), product(x, dy), rtol=1e-3, atol=5e-2)  # sums of ~10^5 terms
+    plain, fast = time_ms(xla, x, dy), time_ms(product, x, dy)
+    print(f"batch {batch} {size}x{size} {cin}->{cout} {k}x{k} stride {stride}, kernel gradient: XLA {plain:.1f} ms, "
+          f"product {fast:.1f} ms ({plain / fast:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
