@@ -124,6 +124,13 @@ def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
   ax.set(xscale="log", xlabel="multiply-accumulates per image (millions, log scale)",
          ylabel="final eval accuracy (%)", title="accuracy against compute (bubble area: parameters)")
   ax.margins(x=0.12)
+  # Plain numbers on the log axis ("20", "300"), not "2 x 10^1": the reader compares costs, not exponents. Minor
+  # ticks are labelled at 2x and 5x only, so that neighbouring labels never overprint.
+  def plain(value, _):
+    leading = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value:g}" if leading in (1, 2, 5) else ""
+  ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(plain))
+  ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.FuncFormatter(plain))
   low, high = ax.get_ylim()  # an interval of two seeds can reach far past the possible accuracies
   ax.set_ylim(max(low, -2), min(high, 104))
   ax.grid(alpha=0.3, which="both")
