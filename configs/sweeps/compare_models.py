@@ -17,10 +17,11 @@ chart (area: parameters; the Pareto front dashed).
   # on ImageNet with a GPU/TPU:   --config configs/resnet50.py --set num_epochs=90 (each family's paper recipe
   #                               is its own config; see the README, "Sweeps and the study")
 
-Measured here (2-core CPU, one seed, 26.5 minutes with the benchmarks), final test accuracy: ResNet-20 97.7%,
-DenseNet-121 96.9, LeNet-5 95.5, MobileNet v1 94.9, GoogLeNet-BN 83.4, SE-ResNet-50 69.6, ResNet-50 53.8,
-AlexNet 22.5, VGG-16-BN 10.1 (collapsed to a constant output by step 100 at the shared learning rate). In 300 steps
-on 144 images the compact networks win and the ImageNet-sized ones are still far from converged; the README's
+Measured here (2-core CPU, one seed, 30.7 minutes with the benchmarks), final test accuracy: ResNet-20 97.7%,
+VGG-16-BN at learning rate 0.01 97.2, DenseNet-121 96.9, LeNet-5 95.5, MobileNet v1 94.9, GoogLeNet-BN 83.4,
+SE-ResNet-50 69.6, ResNet-50 53.8, AlexNet 22.5, VGG-16-BN at the shared 0.05 10.1 (a constant output within 50
+steps). In 300 steps on 144 images the compact networks win and the ImageNet-sized ones are still far from
+converged; VGG's recovery at 0.01 suggests the shared rate holds the other large networks back too. The README's
 table has every model's costs.
 """
 CONFIG = "configs/study.py"
