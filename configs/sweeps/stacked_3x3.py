@@ -26,8 +26,8 @@ Parameters go the paper's way: one large kernel costs 9% more than B's pairs and
 do not simply follow, because the first convolution of each stage reads the narrower input (C/2 channels, or the
 one grey channel in the first stage): there one 5x5 or 7x7 is cheaper than a 3x3 followed by a C-wide 3x3, so the
 large-kernel B does 18% fewer MACs. Accuracy: no difference; every run lands at 97.2-98.0% on the 355 test
-digits, where the paper measured a 7% higher top-1 error on ImageNet. At 32 px the digits give a 3x3 stack little to gain
-over one larger window in 300 steps; the claim needs ImageNet-sized images and data to show (or CIFAR-10:
+digits, where the paper measured a 7% higher top-1 error on ImageNet. At 32 px the digits give a 3x3 stack little
+to gain over one larger window in 300 steps; the claim needs ImageNet-sized images and data to show (or CIFAR-10:
 `--config configs/study.py:cifar10`).
 """
 from cnn_flax.sweeps import product
