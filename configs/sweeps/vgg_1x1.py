@@ -7,16 +7,17 @@ non-linearity helps too.
 
 Here: C (vgg16_c) against D (vgg16), both with BatchNorm after every convolution (`batch_norm=True`; the paper's
 BN-free nets stay at chance in CPU-sized runs, see configs/sweeps/lrn.py) and a 256-wide classifier, on the study
-recipe (configs/study.py: 10% of the digits, 300 steps, 32 px).
+recipe (configs/study.py: 10% of the digits, 300 steps, 32 px) at learning rate 0.01, the paper's and
+torchvision's rate for VGG: at the study's shared 0.05 both networks collapse to a constant output within 50 steps
+(training loss 2.303 = ln 10 from then on, test accuracy 10.1%; measured in an earlier session).
 
   python sweep.py --sweep configs/sweeps/vgg_1x1.py --workdir runs/vgg_1x1 --seeds 1
 
-Measured here (2-core CPU, one seed, 13 minutes with other jobs on the machine): both networks collapse
-to a constant output within the first 100 steps (training loss 2.303 = ln 10 from then on, test accuracy 10.1%,
-chance), as VGG-16-BN does in the model comparison. So the claim is not testable on the study recipe: its shared
-learning rate (0.05 with Nesterov momentum, no warm-up) is too high for these 16-layer networks from scratch. The
-`:digits` preset of configs/vgg16.py trains VGG-16 to 97.75% at 0.02; rerun with `--set
-optimizer.learning_rate=0.01` (an untested suggestion) or on CIFAR-10 with a GPU.
+Measured here (2-core CPU, one seed, 7.2 minutes with other jobs on the machine): C 97.46% test accuracy (16.49M
+parameters, 243.0M MACs) against D 97.46% (21.21M, 318.5M), eval loss 0.082 against 0.086. The cost side is as
+the architecture implies (the 1x1 layers make C 22% smaller and 24% cheaper); the accuracy gap the paper saw on
+ImageNet (1.1 points top-1) does not show on the saturated test digits, where every VGG of the study lands at
+97.2-98.0% (configs/sweeps/stacked_3x3.py). `--seeds 2` adds the interval.
 """
 from cnn_flax.sweeps import product
 
