@@ -20,8 +20,8 @@ interval, the seeds in brackets):
 The cost side is as the paper says: SE adds a few percent of parameters and almost no MACs. The accuracy gain is not
 seen in this regime. By the 95% rule there is no difference between any two settings, and if anything SE costs
 accuracy here: all eight SE runs on ResNet-20 (94.9-96.9%) are below both runs without it. With 144 training
-images and 300 steps, the gates (which start by halving every residual branch: sigmoid(0) = 0.5) are extra
-parameters to fit rather than a better model; the paper's gain is on 1.28M ImageNet images over 100 epochs.
+images and 300 steps, the gates (which start near sigmoid(0) = 0.5, about halving every residual branch) are
+extra parameters to fit rather than a better model; the paper's gain is on 1.28M ImageNet images over 100 epochs.
 """
 from cnn_flax.sweeps import product
 
