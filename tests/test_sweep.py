@@ -1,5 +1,6 @@
 """sweep.py: expansion, checks before anything runs, runs, skipping finished runs, failures, report and plots."""
 import csv
+import glob
 import json
 import os
 import shlex
@@ -248,3 +249,16 @@ def test_the_submitit_path_runs_the_same_commands(tmp_path):
     assert summary["step"] == 4 and summary["eval/num_examples"] == 355
   state = json.load(open(os.path.join(workdir, "sweep.json")))
   assert all(outcome["status"] == "done" and outcome["job_id"] for outcome in state["outcomes"].values())
+
+
+@pytest.mark.parametrize("sweep_file", sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "sweeps", "*.py"))),
+                         ids=os.path.basename)
+def test_every_shipped_sweep_file_plans_and_documents_its_command(sweep_file):
+  """Each claim's file builds and validates every run's config (what sweep.py checks before running anything), and
+  its docstring holds the command that runs it."""
+  from cnn_flax import sweeps
+  config_arg, runs, configs, _ = sweeps.plan("", [], sweep_file, 2)
+  assert config_arg == "configs/study.py" and runs and set(configs) == {r.name for r in runs}
+  name = os.path.relpath(sweep_file, REPO_ROOT)
+  with open(sweep_file) as f:
+    assert f"python sweep.py --sweep {name} " in f.read()
