@@ -13,7 +13,7 @@ torchvision's rate for VGG: at the study's shared 0.05 both networks collapse to
 
   python sweep.py --sweep configs/sweeps/vgg_1x1.py --workdir runs/vgg_1x1 --seeds 2
 
-Measured here (2-core CPU, two seeds, 15.7 minutes with other jobs on the machine): C 97.6 +- 1.8% test accuracy
+Measured here (2-core CPU, two seeds, 15.8 minutes with other jobs on the machine): C 97.6 +- 1.8% test accuracy
 (seeds 97.5, 97.8; 16.49M parameters, 243.0M MACs) against D 97.5 +- 0.0 (97.5, 97.5; 21.21M, 318.5M). The cost
 side is as the architecture implies (the 1x1 layers make C 22% smaller and 24% cheaper); the accuracy gap the
 paper saw on ImageNet (1.1 points top-1) does not show on the saturated test digits, where every VGG of the study
