@@ -133,6 +133,13 @@ def _chunks(batch: int, patch_bytes: int, budget: int = 256 * 2**20) -> int:
   return batch
 
 
+def _patches_kernel_gradient(padded, dy, kh: int, kw: int, strides):
+  """A convolution's kernel gradient as one matrix product, (k*k*C_in, N*H*W) x (N*H*W, C_out), of the padded
+  input's patches with the output gradient; returned as (k*k*C_in, C_out), rows in the kernel's (i, j, c_in) order."""
+  patches = jnp.concatenate(_windows(padded, kh, kw, strides), axis=-1)
+  return patches.reshape(-1, patches.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _dense_stride1(lhs, rhs, pads):
   return lax.conv_general_dilated(lhs, rhs, (1, 1), pads, dimension_numbers=_CHANNELS_LAST)
@@ -152,10 +159,7 @@ def _dense_stride1_bwd(pads, residuals, dy):
   padded = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
   n, h, w, _ = dy.shape
 
-  def kernel_gradient(padded, dy):  # one matrix product: (k*k*C_in, N*H*W) x (N*H*W, C_out)
-    patches = jnp.concatenate(_windows(padded, kh, kw, (1, 1)), axis=-1)
-    return patches.reshape(-1, kh * kw * cin).T @ dy.reshape(-1, cout)
-
+  kernel_gradient = functools.partial(_patches_kernel_gradient, kh=kh, kw=kw, strides=(1, 1))
   # The patches are k*k times the input: over ~256 MiB they are made a slice of the batch at a time (a scan keeps
   # one slice alive), so the gradient costs a bounded amount of memory at any batch size.
   chunks = _chunks(n, n * h * w * kh * kw * cin * lhs.dtype.itemsize)

@@ -105,14 +105,15 @@ def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
   shown = [p for p in per_point if p.get("macs") and p.get("params") and not math.isnan(p["accuracy_mean"])]
   fig, ax = plt.subplots(figsize=(9, 6))
   largest = max((p["params"] for p in shown), default=1)
+  # Neighbours in cost alternate above and below their bubbles, so that close labels do not overprint.
+  rank = {i: r for r, i in enumerate(sorted(range(len(shown)), key=lambda i: shown[i]["macs"]))}
   for i, p in enumerate(shown):
     ax.scatter(p["macs"] / 1e6, 100 * p["accuracy_mean"], s=40 + 1600 * p["params"] / largest, alpha=0.45,
                color=plt.cm.tab10(i % 10), edgecolors="black", linewidths=0.6)
     if not math.isnan(p["accuracy_ci95"]):
       ax.errorbar(p["macs"] / 1e6, 100 * p["accuracy_mean"], yerr=100 * p["accuracy_ci95"], color="black",
                   capsize=3, lw=0.8)
-    # Neighbours in cost alternate above and below their bubbles, so that close labels do not overprint.
-    above = sorted(shown, key=lambda q: q["macs"]).index(p) % 2 == 0
+    above = rank[i] % 2 == 0
     ax.annotate(f"{short_name(p['point'])}\n{p['params'] / 1e6:.2f}M params",
                 (p["macs"] / 1e6, 100 * p["accuracy_mean"]), fontsize=7, xytext=(6, 6 if above else -22),
                 textcoords="offset points")
