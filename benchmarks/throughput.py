@@ -7,7 +7,8 @@
   python benchmarks/throughput.py --model resnet50 --cache /tmp/jaxcache   # twice: the second is a warm start
 
 What is timed, and how, is `cnn_flax.benchmark.measure`'s docstring. The last stdout line is one JSON object:
-model, mode, batch_size, image_size, dtype, devices, images_per_sec, step_ms, compile_s, peak_memory_mb (the
+model, mode, batch_size, image_size, dtype, devices, images_per_sec, step_ms, compile_s (of which lower_s is tracing
+and lowering), init_s (building the initial state), process_s (the whole process), peak_memory_mb (the
 device's peak where the backend reports one, else XLA's estimate of the step's buffers), memory_source,
 model_gflops_per_image, mfu (where the device's peak rate is known), and each peer's figures with the ratio.
 `--model all` runs each registered model in its own process and writes one CSV row per model.
@@ -26,7 +27,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # a script in the checkout: import the checkout's cnn_flax
 
 FIELDS = ("model", "mode", "batch_size", "image_size", "dtype", "devices", "images_per_sec", "step_ms",
-          "compile_s", "lower_s", "process_s", "peak_memory_mb", "memory_source", "model_gflops_per_image", "mfu",
+          "compile_s", "lower_s", "init_s", "process_s", "peak_memory_mb", "memory_source", "model_gflops_per_image", "mfu",
           "ratio_vs_torch", "ratio_vs_keras", "error")
 
 

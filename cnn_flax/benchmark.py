@@ -64,7 +64,8 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
     per_device_bn: each device normalises its own shard (config.model.bn_sync=False).
   Returns:
     model, mode, batch_size, image_size, dtype, devices, device_kind, images_per_sec, step_ms, compile_s (tracing,
-    lowering and compilation; lower_s: the first two, which a warm persistent cache cannot skip),
+    lowering and compilation; lower_s: the first two, which a warm persistent cache cannot skip; init_s: building
+    the initial state, its tracing and compilation included),
     peak_memory_mb, memory_source, model_gflops_per_image (2 x MACs forward, x3 for training) and mfu (None where
     the device's peak rate is not known).
   """
@@ -90,8 +91,10 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   image_shape = (size, size, channels)
   init = lambda rng: step_fns.init_state(cfg, image_shape, rng)
+  start = time.perf_counter()
   state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, jax.random.key(0)))
-  state = jax.jit(init, out_shardings=state_sharding)(jax.random.key(0))
+  state = jax.block_until_ready(jax.jit(init, out_shardings=state_sharding)(jax.random.key(0)))
+  init_s = time.perf_counter() - start  # the state's shapes, then the jitted initialisation: part of every start
   train, evaluate = step_fns.make_jitted_steps(cfg, state_sharding, sharded, replicated, compute_dtype)
   batch = _synthetic_batch(batch_size, image_shape, num_classes, sharded, mode)
 
@@ -123,6 +126,7 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   return {"model": model_name, "mode": mode, "batch_size": batch_size, "image_size": size, "dtype": dtype_name,
           "devices": jax.device_count(), "device_kind": kind, "images_per_sec": round(images_per_sec, 3),
           "step_ms": round(1000 * elapsed / steps, 3), "compile_s": round(compile_s, 2), "lower_s": round(lower_s, 2),
+          "init_s": round(init_s, 2),
           "peak_memory_mb": None if memory_mb is None else round(memory_mb, 1), "memory_source": memory_source,
           "model_gflops_per_image": float(f"{flops_per_image / 1e9:.4g}"),  # 4 significant figures: LeNet is 0.0008
           "mfu": None if peak is None else float(f"{images_per_sec * flops_per_image / (peak * jax.device_count()):.4g}")}

@@ -18,6 +18,7 @@ def test_measure_reports_the_contracts_fields(mode):
       "lenet5", mode, 8, 32, "float32")
   assert result["images_per_sec"] == pytest.approx(8 * 1000 / result["step_ms"], rel=1e-3)
   assert result["compile_s"] > 0 and result["peak_memory_mb"] > 0 and result["memory_source"] == "xla_estimate"
+  assert result["init_s"] > 0 and result["compile_s"] >= result["lower_s"] > 0
   macs = summary.model_stats("lenet5")["macs"]
   assert result["model_gflops_per_image"] == pytest.approx(2 * macs * (3 if mode == "train" else 1) / 1e9, rel=1e-3)
   assert result["mfu"] is None  # no published peak for a CPU
