@@ -67,6 +67,20 @@ def test_pareto_front_and_the_bubble_chart(tmp_path):
   assert (tmp_path / "bubbles.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_value_chart_needs_points_that_differ_in_that_value_alone():
+  from cnn_flax.sweeps import plots
+  # The comparison's shape: each model brings its own image size; VGG alone is run at two learning rates.
+  keys = ["model.name", "dataset.image_size", "optimizer.learning_rate", "seed"]
+  per_point = [{"model.name": "lenet5", "dataset.image_size": 32}, {"model.name": "alexnet", "dataset.image_size": 64},
+               {"model.name": "resnet20", "dataset.image_size": 32},
+               {"model.name": "vgg16_bn", "dataset.image_size": 32, "optimizer.learning_rate": 0.01}]
+  assert plots.varies_alone("model.name", keys, per_point)  # lenet5 against resnet20 and vgg16_bn, both at 32 px
+  assert not plots.varies_alone("dataset.image_size", keys, per_point)  # only AlexNet is at 64 px
+  assert not plots.varies_alone("optimizer.learning_rate", keys, per_point)  # VGG-16-BN only at 0.01
+  per_point.append({"model.name": "vgg16_bn", "dataset.image_size": 32})
+  assert plots.varies_alone("optimizer.learning_rate", keys, per_point)  # now VGG-16-BN at both rates
+
+
 def test_chart_labels_drop_the_keys():
   from cnn_flax.sweeps import plots
   assert plots.short_name("model=vgg16_bn,image_size=32,classifier_width=512") == "vgg16_bn, 32, 512"

@@ -2,7 +2,8 @@
 
 * `curves.png`: training loss and eval accuracy against the step, every run (seeds of a point share a colour).
 * `accuracy_vs_<key>.png`: final accuracy against each swept value, mean and 95% interval over seeds, one line
-  per combination of the other swept values.
+  per combination of the other swept values; only for a key that varies while the others are held (in the model
+  comparison a model's own classifier width or image size never does, and such a chart would compare nothing).
 * `accuracy_vs_macs.png` (when the points differ in MACs): accuracy against multiply-accumulates, bubble area
   proportional to parameters, the Pareto front (no other point is both cheaper and more accurate) marked; the
   chart of Canziani et al. 2016.
@@ -56,12 +57,24 @@ def curves(workdir: str, rows: list[dict[str, Any]], path: str) -> None:
   plt.close(fig)
 
 
-def accuracy_vs(key: str, keys: list[str], per_point: list[dict[str, Any]], path: str) -> None:
-  plt = _pyplot()
+def _held_groups(key: str, keys: list[str], per_point: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+  """The points grouped by their values of every swept key but `key` (and the seed), named by those values."""
   others = [k for k in keys if k not in (key, "seed")]
   groups: dict[str, list[dict]] = {}
   for p in per_point:
     groups.setdefault(", ".join(f"{k.rsplit('.', 1)[-1]}={_label(p.get(k))}" for k in others), []).append(p)
+  return groups
+
+
+def varies_alone(key: str, keys: list[str], per_point: list[dict[str, Any]]) -> bool:
+  """Whether some points differ in `key` only: the condition for a chart of accuracy against it."""
+  return any(len({_label(p.get(key)) for p in members}) > 1
+             for members in _held_groups(key, keys, per_point).values())
+
+
+def accuracy_vs(key: str, keys: list[str], per_point: list[dict[str, Any]], path: str) -> None:
+  plt = _pyplot()
+  groups = _held_groups(key, keys, per_point)
   values = list(dict.fromkeys(_label(p.get(key)) for p in per_point))
   numeric = all(isinstance(p.get(key), (int, float)) and not isinstance(p.get(key), bool) for p in per_point)
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -145,7 +158,7 @@ def write(workdir: str, rows: list[dict[str, Any]], per_point: list[dict[str, An
   paths = [os.path.join(workdir, "curves.png")]
   curves(workdir, rows, paths[0])
   for key in keys:
-    if key != "seed" and len({_label(p.get(key)) for p in per_point}) > 1:
+    if key != "seed" and varies_alone(key, keys, per_point):
       paths.append(os.path.join(workdir, f"accuracy_vs_{key.replace('.', '_')}.png"))
       accuracy_vs(key, keys, per_point, paths[-1])
   if len({p.get("macs") for p in per_point if p.get("macs")}) > 1:
