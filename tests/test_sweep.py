@@ -65,6 +65,10 @@ def test_pareto_front_and_the_bubble_chart(tmp_path):
                for i, (m, a) in enumerate([(1e6, 0.9), (2e6, 0.85), (3e6, 0.95)])]
   plots.accuracy_vs_macs(per_point, str(tmp_path / "bubbles.png"))
   assert (tmp_path / "bubbles.png").read_bytes()[:4] == b"\x89PNG"
+  runs = [{"point": p["point"], "status": "done", "final_accuracy": p["accuracy_mean"] + d} for p in per_point
+          for d in (-0.01, 0.01)] + [{"point": "p0", "status": "failed"}]  # a failed run has no dot
+  plots.accuracy_vs_macs(per_point, str(tmp_path / "seeds.png"), runs)
+  assert (tmp_path / "seeds.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_value_chart_needs_points_that_differ_in_that_value_alone():

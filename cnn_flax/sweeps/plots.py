@@ -2,11 +2,13 @@
 
 * `curves.png`: training loss and eval accuracy against the step, every run (seeds of a point share a colour).
 * `accuracy_vs_<key>.png`: final accuracy against each swept value, mean and 95% interval over seeds, one line
-  per combination of the other swept values; only for a key that varies while the others are held (in the model
-  comparison a model's own classifier width or image size never does, and such a chart would compare nothing).
-* `accuracy_vs_macs.png` (when the points differ in MACs): accuracy against multiply-accumulates, bubble area
-  proportional to parameters, the Pareto front (no other point is both cheaper and more accurate) marked; the
-  chart of Canziani et al. 2016.
+  per combination of the other swept values along which the key changes; only for a key that varies while the
+  others are held (in the model comparison a model's own classifier width or image size never does, and such a
+  chart would compare nothing).
+* `accuracy_vs_macs.png` (when the points differ in MACs): mean accuracy against multiply-accumulates, bubble area
+  proportional to parameters, each seed's accuracy a dot, the Pareto front (no other point is both cheaper and
+  more accurate) marked; the chart of Canziani et al. 2016. Seeds, not intervals: with two or three seeds a 95%
+  interval spans most of the axis, and the table beside the chart states it.
 """
 from __future__ import annotations
 
@@ -74,7 +76,10 @@ def varies_alone(key: str, keys: list[str], per_point: list[dict[str, Any]]) -> 
 
 def accuracy_vs(key: str, keys: list[str], per_point: list[dict[str, Any]], path: str) -> None:
   plt = _pyplot()
-  groups = _held_groups(key, keys, per_point)
+  # Only the lines along which `key` changes: a lone point (a model with its own image size) compares nothing.
+  groups = {label: members for label, members in _held_groups(key, keys, per_point).items()
+            if len({_label(p.get(key)) for p in members}) > 1}
+  per_point = [p for members in groups.values() for p in members]
   values = list(dict.fromkeys(_label(p.get(key)) for p in per_point))
   numeric = all(isinstance(p.get(key), (int, float)) and not isinstance(p.get(key), bool) for p in per_point)
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -113,7 +118,8 @@ def short_name(point: str) -> str:
   return ", ".join(part.split("=", 1)[-1] for part in re.split(r",(?=[^,=]+=)", point))
 
 
-def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
+def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str, rows: list[dict[str, Any]] = ()) -> None:
+  """The bubble chart of `per_point`; `rows` (the runs) add each finished seed's final accuracy as a dot."""
   plt = _pyplot()
   shown = [p for p in per_point if p.get("macs") and p.get("params") and not math.isnan(p["accuracy_mean"])]
   fig, ax = plt.subplots(figsize=(9, 6))
@@ -123,20 +129,24 @@ def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
   for i, p in enumerate(shown):
     ax.scatter(p["macs"] / 1e6, 100 * p["accuracy_mean"], s=40 + 1600 * p["params"] / largest, alpha=0.45,
                color=plt.cm.tab10(i % 10), edgecolors="black", linewidths=0.6)
-    if not math.isnan(p["accuracy_ci95"]):
-      ax.errorbar(p["macs"] / 1e6, 100 * p["accuracy_mean"], yerr=100 * p["accuracy_ci95"], color="black",
-                  capsize=3, lw=0.8)
+    seeds = [100 * r["final_accuracy"] for r in rows
+             if r.get("point") == p["point"] and r.get("status") == "done" and "final_accuracy" in r]
+    ax.scatter([p["macs"] / 1e6] * len(seeds), seeds, s=9, color="black", zorder=3,
+               label="one seed" if i == 0 and seeds else None)
     above = rank[i] % 2 == 0
+    # Above: to the right; below: to the left, away from the next dearer bubble.
     ax.annotate(f"{short_name(p['point'])}\n{p['params'] / 1e6:.2f}M params",
-                (p["macs"] / 1e6, 100 * p["accuracy_mean"]), fontsize=7, xytext=(6, 6 if above else -22),
-                textcoords="offset points")
+                (p["macs"] / 1e6, 100 * p["accuracy_mean"]), fontsize=7, xytext=(6, 6) if above else (-6, -22),
+                textcoords="offset points", ha="left" if above else "right")
   front = pareto_front([(p["macs"], p["accuracy_mean"]) for p in shown])
   if len(front) > 1:
     ax.plot([shown[i]["macs"] / 1e6 for i in front], [100 * shown[i]["accuracy_mean"] for i in front], "r--",
-            lw=1, label="Pareto front")
+            lw=1, label="Pareto front (of the means)")
+  if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=8, loc="lower left")
   ax.set(xscale="log", xlabel="multiply-accumulates per image (millions, log scale)",
-         ylabel="final eval accuracy (%)", title="accuracy against compute (bubble area: parameters)")
+         ylabel="final eval accuracy (%, bubble: mean over seeds)",
+         title="accuracy against compute (bubble area: parameters)")
   ax.margins(x=0.12)
   # Plain numbers on the log axis ("20", "300"), not "2 x 10^1": the reader compares costs, not exponents. Minor
   # ticks are labelled at 2x and 5x only, so that neighbouring labels never overprint.
@@ -145,8 +155,8 @@ def accuracy_vs_macs(per_point: list[dict[str, Any]], path: str) -> None:
     return f"{value:g}" if leading in (1, 2, 5) else ""
   ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(plain))
   ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.FuncFormatter(plain))
-  low, high = ax.get_ylim()  # an interval of two seeds can reach far past the possible accuracies
-  ax.set_ylim(max(low, -2), min(high, 104))
+  low, high = ax.get_ylim()
+  ax.set_ylim(max(low, -2), min(high, 104))  # accuracies, with room for the labels above the best
   ax.grid(alpha=0.3, which="both")
   fig.tight_layout()
   fig.savefig(path, dpi=110, bbox_inches="tight")  # labels near the edge stay in the picture
@@ -163,5 +173,5 @@ def write(workdir: str, rows: list[dict[str, Any]], per_point: list[dict[str, An
       accuracy_vs(key, keys, per_point, paths[-1])
   if len({p.get("macs") for p in per_point if p.get("macs")}) > 1:
     paths.append(os.path.join(workdir, "accuracy_vs_macs.png"))
-    accuracy_vs_macs(per_point, paths[-1])
+    accuracy_vs_macs(per_point, paths[-1], rows)
   return paths
