@@ -4,6 +4,7 @@ the rules in cnn_flax/models/fastconv.py.
   python benchmarks/conv_shapes.py                 # the small-map shapes (a minute)
   python benchmarks/conv_shapes.py --large         # also VGG's and DenseNet's large maps (several minutes)
   python benchmarks/conv_shapes.py --strided       # strided kernel gradients: XLA's against a patches product
+  python benchmarks/conv_shapes.py --cifar         # ResNet-20's layers: XLA's against a patches product
 
 Prints one line per shape: milliseconds per step of `lax.conv_general_dilated` and of `fastconv`'s computation.
 """
@@ -31,6 +32,9 @@ STRIDED = [  # (batch, H=W, C_in, C_out, kernel, stride): the stems of ResNet an
     (16, 224, 3, 64, 7, 2), (16, 224, 3, 64, 11, 4), (16, 56, 128, 128, 3, 2), (16, 28, 256, 256, 3, 2),
     (16, 14, 512, 512, 3, 2)]
 
+CIFAR = [  # (batch, H=W, C_in, C_out): ResNet-20's three stages and its stem at 32 px, the digits presets' batch
+    (64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64), (64, 32, 3, 16)]
+
 
 def time_ms(fn, *args, repeats=3):
   jax.block_until_ready(fn(*args))
@@ -44,9 +48,13 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--large", action="store_true", help="also the large maps")
   parser.add_argument("--strided", action="store_true", help="only strided kernel gradients (not a fast path)")
+  parser.add_argument("--cifar", action="store_true", help="only ResNet-20's layers as patches products (not a "
+                      "fast path)")
   args = parser.parse_args()
   if args.strided:
     return strided_kernel_gradients()
+  if args.cifar:
+    return cifar_patches()
   shapes = SMALL + (LARGE if args.large else [])
   for batch, size, cin, cout, stride in shapes:
     rng = np.random.default_rng(0)
@@ -78,6 +86,23 @@ def strided_kernel_gradients():
     plain, fast = time_ms(xla, x, dy), time_ms(product, x, dy)
     print(f"batch {batch} {size}x{size} {cin}->{cout} {k}x{k} stride {stride}, kernel gradient: XLA {plain:.1f} ms, "
           f"product {fast:.1f} ms ({plain / fast:.2f}x)", flush=True)
+
+
+def cifar_patches():
+  """ResNet-20's 3x3 convolutions, forward and backward, XLA's against the small-map path's patches product
+  applied to them: the measurement behind leaving small-channel convolutions to XLA."""
+  for batch, size, cin, cout in CIFAR:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(0.1 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
+    pads = [(1, 1), (1, 1)]
+    xla = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    product = lambda x, w: fastconv._small_map(x, w, (1, 1), pads, None)
+    np.testing.assert_allclose(xla(x, w), product(x, w), rtol=1e-4, atol=1e-4)
+    step = lambda conv: jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
+    plain, fast = time_ms(step(xla), x, w), time_ms(step(product), x, w)
+    print(f"batch {batch} {size}x{size} {cin}->{cout}, forward and backward: XLA {plain:.1f} ms, product {fast:.1f} ms "
+          f"({plain / fast:.2f}x)", flush=True)
 
 
 if __name__ == "__main__":
