@@ -68,17 +68,21 @@ def _held_groups(key: str, keys: list[str], per_point: list[dict[str, Any]]) -> 
   return groups
 
 
+def _lines(key: str, keys: list[str], per_point: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+  """The groups of `_held_groups` along which `key` changes: a lone point (a model with its own image size)
+  compares nothing."""
+  return {label: members for label, members in _held_groups(key, keys, per_point).items()
+          if len({_label(p.get(key)) for p in members}) > 1}
+
+
 def varies_alone(key: str, keys: list[str], per_point: list[dict[str, Any]]) -> bool:
   """Whether some points differ in `key` only: the condition for a chart of accuracy against it."""
-  return any(len({_label(p.get(key)) for p in members}) > 1
-             for members in _held_groups(key, keys, per_point).values())
+  return bool(_lines(key, keys, per_point))
 
 
 def accuracy_vs(key: str, keys: list[str], per_point: list[dict[str, Any]], path: str) -> None:
   plt = _pyplot()
-  # Only the lines along which `key` changes: a lone point (a model with its own image size) compares nothing.
-  groups = {label: members for label, members in _held_groups(key, keys, per_point).items()
-            if len({_label(p.get(key)) for p in members}) > 1}
+  groups = _lines(key, keys, per_point)
   per_point = [p for members in groups.values() for p in members]
   values = list(dict.fromkeys(_label(p.get(key)) for p in per_point))
   numeric = all(isinstance(p.get(key), (int, float)) and not isinstance(p.get(key), bool) for p in per_point)
