@@ -1,12 +1,13 @@
-"""One 3x3 convolution, XLA's against cnn_flax's CPU fast path, forward and backward together: the evidence for
-the rules in cnn_flax/models/fastconv.py.
+"""One convolution (or max pool), XLA's against cnn_flax's CPU fast path: the evidence for the rules in
+cnn_flax/models/fastconv.py and fastpool.py.
 
-  python benchmarks/conv_shapes.py                 # the small-map shapes (a minute)
-  python benchmarks/conv_shapes.py --large         # also VGG's and DenseNet's large maps (several minutes)
-  python benchmarks/conv_shapes.py --strided       # strided kernel gradients: XLA's against a patches product
-  python benchmarks/conv_shapes.py --cifar         # ResNet-20's layers: XLA's against a patches product
+  python benchmarks/conv_shapes.py                   # the small-map shapes, forward and backward (a minute)
+  python benchmarks/conv_shapes.py --large           # also VGG's and DenseNet's large maps (several minutes)
+  python benchmarks/conv_shapes.py --kernel_gradient # kernel gradients: XLA's against the patches product
+  python benchmarks/conv_shapes.py --cifar           # ResNet-20's layers: XLA's against a patches product
+  python benchmarks/conv_shapes.py --pool            # max pooling's gradient: XLA's against fastpool's
 
-Prints one line per shape: milliseconds per step of `lax.conv_general_dilated` and of `fastconv`'s computation.
+Prints one line per shape: milliseconds per step of XLA's computation and of the fast path's.
 """
 import argparse
 import functools
@@ -16,12 +17,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from cnn_flax.models import fastconv  # noqa: E402
+from cnn_flax.models import fastconv, fastpool  # noqa: E402
 
 SMALL = [  # (batch, H=W, C_in, C_out, stride): ImageNet networks' last stages at 32 px
     (32, 2, 512, 1024, 1), (32, 1, 1024, 1024, 1), (32, 2, 512, 512, 1), (32, 4, 512, 512, 1),
@@ -29,9 +31,23 @@ SMALL = [  # (batch, H=W, C_in, C_out, stride): ImageNet networks' last stages a
 LARGE = [  # VGG-16's stages at 224 px, and a DenseNet layer (32 new maps)
     (16, 224, 64, 64, 1), (16, 112, 128, 128, 1), (16, 56, 256, 256, 1), (16, 28, 512, 512, 1),
     (16, 56, 128, 32, 1)]
-STRIDED = [  # (batch, H=W, C_in, C_out, kernel, stride): the stems of ResNet and AlexNet, ResNet-50's 3x3/2 layers
-    (16, 224, 3, 64, 7, 2), (16, 224, 3, 64, 11, 4), (16, 56, 128, 128, 3, 2), (16, 28, 256, 256, 3, 2),
-    (16, 14, 512, 512, 3, 2)]
+KERNEL_GRADIENT = [  # (batch, H=W, C_in, C_out, kernel, stride): the presets' and the 224 px tables' layers, on
+    # both sides of the rule (an output gradient of 12 MiB or more goes to the product)
+    (64, 32, 64, 64, 3, 1), (32, 32, 64, 64, 3, 1), (64, 32, 3, 64, 3, 1),  # VGG at 32 px, batch 64 and 32
+    (64, 16, 128, 128, 3, 1), (64, 8, 256, 256, 3, 1),
+    (64, 24, 64, 192, 3, 1), (64, 24, 64, 64, 3, 1), (64, 12, 128, 192, 3, 1),  # GoogLeNet at 96 px
+    (64, 96, 3, 64, 7, 2), (16, 224, 3, 64, 7, 2), (64, 32, 3, 64, 7, 2),  # the 7x7/2 stems
+    (16, 224, 3, 64, 11, 4), (32, 224, 3, 64, 11, 4),  # AlexNet's stem
+    (16, 56, 64, 64, 3, 1), (16, 28, 128, 128, 3, 1), (16, 56, 128, 128, 3, 2), (64, 56, 128, 128, 3, 2),  # ResNet-50
+    (16, 56, 64, 192, 3, 1), (16, 28, 128, 192, 3, 1),  # GoogLeNet at 224 px
+    (16, 56, 128, 32, 3, 1), (64, 56, 128, 32, 3, 1), (64, 32, 128, 12, 3, 1),  # DenseNet-121, DenseNet-BC-100
+    (64, 32, 16, 16, 3, 1)]  # ResNet-20
+POOLS = [  # (batch, H=W, C, window, stride, padding): the zoo's max pools at the presets' and the tables' sizes
+    (64, 32, 64, 2, 2, "VALID"), (64, 16, 128, 2, 2, "VALID"),  # VGG at 32 px
+    (16, 112, 64, 3, 2, ((1, 1), (1, 1))),  # ResNet's and DenseNet's stem pool at 224 px
+    (64, 48, 64, 3, 2, ((0, 1), (0, 1))), (64, 24, 192, 3, 1, ((1, 1), (1, 1))),  # GoogLeNet at 96 px
+    (64, 12, 480, 3, 1, ((1, 1), (1, 1))),
+    (16, 55, 64, 3, 2, "VALID")]  # AlexNet at 224 px
 
 CIFAR = [  # (batch, H=W, C_in, C_out): ResNet-20's three stages and its stem at 32 px, the digits presets' batch
     (64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64), (64, 32, 3, 16)]
@@ -53,12 +69,15 @@ def time_ms(fn, *args, repeats=3):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--large", action="store_true", help="also the large maps")
-  parser.add_argument("--strided", action="store_true", help="only strided kernel gradients (not a fast path)")
+  parser.add_argument("--kernel_gradient", action="store_true", help="only kernel gradients")
   parser.add_argument("--cifar", action="store_true", help="only ResNet-20's layers as patches products (not a "
                       "fast path)")
+  parser.add_argument("--pool", action="store_true", help="only max pooling's gradient")
   args = parser.parse_args()
-  if args.strided:
-    return strided_kernel_gradients()
+  if args.kernel_gradient:
+    return kernel_gradients()
+  if args.pool:
+    return max_pools()
   if args.cifar:
     return cifar_patches()
   shapes = SMALL + (LARGE if args.large else [])
@@ -73,25 +92,39 @@ def main():
           f"({plain / fast:.2f}x)", flush=True)
 
 
-def strided_kernel_gradients():
-  """The kernel gradient alone of strided convolutions, XLA's backward-filter convolution against the input's
-  strided patches times the output gradient: the measurement behind leaving strided convolutions to XLA."""
+def kernel_gradients():
+  """The kernel gradient alone, XLA's backward-filter convolution against the input's (strided) patches times the
+  output gradient (`fastconv`'s product), with the size of the output gradient that the rule reads."""
   dn = ("NHWC", "HWIO", "NHWC")
-  for batch, size, cin, cout, k, stride in STRIDED:
+  for batch, size, cin, cout, k, stride in KERNEL_GRADIENT:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(0.01 * rng.standard_normal((k, k, cin, cout)), jnp.float32)
     pads = list(lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), "SAME"))
-    conv = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=dn)
+    conv = lambda x, w, stride=stride, pads=pads: lax.conv_general_dilated(x, w, (stride, stride), pads,
+                                                                           dimension_numbers=dn)
     dy = jnp.asarray(rng.standard_normal(conv(x, w).shape), jnp.float32)
-    xla = jax.jit(lambda x, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0])
-
-    product = jax.jit(lambda x, dy: fastconv._patches_kernel_gradient(  # the stride-1 path's product, strided
-        jnp.pad(x, ((0, 0), *pads, (0, 0))), dy, k, k, (stride, stride)).reshape(k, k, cin, cout))
+    xla = jax.jit(lambda x, dy, conv=conv, w=w: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0])
+    product = jax.jit(lambda x, dy, k=k, stride=stride, pads=pads, w=w: fastconv._patches_kernel_gradient(
+        jnp.pad(x, ((0, 0), *pads, (0, 0))), dy, k, k, (stride, stride)).reshape(w.shape))
     np.testing.assert_allclose(xla(x, dy), product(x, dy), rtol=1e-3, atol=5e-2)  # sums of ~10^5 terms
     plain, fast = time_ms(xla, x, dy), time_ms(product, x, dy)
-    print(f"batch {batch} {size}x{size} {cin}->{cout} {k}x{k} stride {stride}, kernel gradient: XLA {plain:.1f} ms, "
-          f"product {fast:.1f} ms ({plain / fast:.2f}x)", flush=True)
+    rule = "product" if dy.size * dy.dtype.itemsize >= fastconv._PRODUCT_MIN_GRADIENT_BYTES else "XLA"
+    print(f"batch {batch} {size}x{size} {cin}->{cout} {k}x{k} stride {stride}, output gradient "
+          f"{dy.size * 4 / 2**20:.1f} MiB (rule: {rule}): XLA {plain:.1f} ms, product {fast:.1f} ms "
+          f"({plain / fast:.2f}x)", flush=True)
+
+
+def max_pools():
+  """Max pooling, forward and backward together: `nn.max_pool` (XLA's select_and_scatter gradient) against
+  `fastpool.max_pool`."""
+  for batch, size, channels, window, stride, padding in POOLS:
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, channels)), jnp.float32)
+    args = dict(window_shape=(window, window), strides=(stride, stride), padding=padding)
+    step = lambda pool, args=args: jax.jit(jax.grad(lambda inputs: jnp.sum(pool(inputs, **args) ** 2)))
+    plain, fast = time_ms(step(nn.max_pool), x), time_ms(step(fastpool.max_pool), x)
+    print(f"batch {batch} {size}x{size}x{channels} {window}x{window}/{stride} pool: XLA {plain:.1f} ms, "
+          f"fastpool {fast:.1f} ms ({plain / fast:.2f}x)", flush=True)
 
 
 def cifar_patches():

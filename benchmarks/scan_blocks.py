@@ -25,7 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from cnn_flax import models  # noqa: E402
-from cnn_flax.models import resnet  # noqa: E402
+from cnn_flax.models import layers, resnet  # noqa: E402
 
 
 def run_blocks(parent: nn.Module, make_block, names: list[str], x, train: bool):
@@ -59,7 +59,7 @@ class ScannedResNet(resnet.ResNet):
   def __call__(self, x, train: bool):
     x = jnp.asarray(x, self.dtype)
     x = resnet.conv_bn(self.num_filters, 7, 2, bn_epsilon=self.bn_epsilon, name="stem", dtype=self.dtype)(x, train)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = layers.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     extra = {"stride_on_3x3": self.stride_on_3x3} if issubclass(self.block, resnet.BottleneckBlock) else {}
     for i, num_blocks in enumerate(self.stage_sizes):
       make = functools.partial(self.block, self.num_filters * 2**i, shortcut="B", plain=self.plain,

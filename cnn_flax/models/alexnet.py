@@ -25,12 +25,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool
+from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool, max_pool
 
 
 def _max_pool(x):
   # Overlapping pooling (sec. 3.4): 3x3 windows, stride 2, no padding.
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+  return max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class AlexNet(nn.Module):

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import Conv, ConvBN, SqueezeExcite, maybe_remat, symmetric_padding
+from cnn_flax.models.layers import Conv, ConvBN, SqueezeExcite, max_pool, maybe_remat, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
@@ -131,7 +131,7 @@ class DenseNet(nn.Module):
       x = ConvBN(self.num_init_features, (7, 7), strides=(2, 2), kernel_init=conv_kernel_init,
                  momentum=BN_MOMENTUM, epsilon=self.bn_epsilon, dtype=self.dtype, name="stem")(x, train)
       # Padding 1 on every side like nn.MaxPool2d(3, 2, 1); Flax pads max-pool windows with -inf.
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
+      x = max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
     elif self.stem == "cifar":
       x = _conv(self.num_init_features, 3, name="conv0", dtype=self.dtype)(x)
     else:

@@ -8,18 +8,18 @@ weight import and parameter counts do not change. On the CPU backend it computes
   XLA:CPU sends such convolutions through its generic convolution path, several times slower than a dot;
 * a depthwise convolution (one group per input channel, depth multiplier 1) as k*k shifted multiply-adds:
   XLA:CPU's grouped convolution runs one small convolution per channel;
-* the kernel gradient of a stride-1 convolution on a large input (H*W*C_in >= 100k) with 64 or more output
-  channels as one matrix product of the
-  input's patches with the output gradient (a custom VJP; the forward pass and the input gradient stay XLA's):
-  XLA:CPU's backward-filter convolution takes 8-22x longer on VGG's layers (9.5 s against 0.6 s for one 224 px,
-  64-channel layer at batch 16);
+* the kernel gradient of a convolution whose output gradient is large (12 MiB or more, any stride) as one matrix
+  product of the input's patches with the output gradient (a custom VJP; the forward pass and the input gradient
+  stay XLA's): XLA:CPU's backward-filter convolution takes 2-16x longer there (9.5 s against 0.6 s for one 224 px,
+  64-channel layer of VGG at batch 16; 638 against 166 ms for ResNet's 7x7/2 stem at 224 px, batch 16);
 * a convolution whose output map is small (at most 16 positions: 4x4, 2x2, 1x1) as one matrix product of the
   input's patches with the kernel: XLA:CPU's convolution is pathological on such maps with many channels (a 3x3,
   512->1024 convolution on a 2x2 map at batch 32: 1.8 s forward against 19 ms as a product), and they are where
   ImageNet-shaped networks end at the study's 32 px (VGG's last block, ResNet-50's last stage, MobileNet's tail).
 
 Everything else, and every other backend (cuDNN and the TPU handle these shapes well), goes to
-`lax.conv_general_dilated` unchanged. `CNN_FLAX_FAST_CONV=0` turns the rewrites off (for comparisons). The
+`lax.conv_general_dilated` unchanged. `CNN_FLAX_FAST_CONV=0` turns the rewrites off, `fastpool`'s too (for
+comparisons). The
 rewrites are tested against the plain computation, outputs and gradients (tests/models/test_fastconv.py).
 """
 from __future__ import annotations
@@ -36,12 +36,13 @@ _CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 
 
 _switched_off = [False]
-# Where the kernel gradient as one matrix product beats XLA:CPU's backward-filter convolution (measured per layer
-# shape, see benchmarks/README.md): large inputs (H*W*C_in from about 100k: 8-22x on VGG's 224-28 px layers, 1.7x on
-# ResNet-50's first stage) with 64 or more output channels; not DenseNet's 32 new maps per layer (2-3x slower
-# there), nor small maps (ResNet-20 at 32 px: 11% slower).
-_GEMM_MIN_OUT = 64
-_GEMM_MIN_INPUT = 100_000
+# Where the kernel gradient as one matrix product beats XLA:CPU's backward-filter convolution: measured per layer
+# shape (`python benchmarks/conv_shapes.py --kernel_gradient`, benchmarks/README.md), what decides is the size of
+# the output gradient, whatever the kernel, stride or channel counts: from about 12 MiB XLA's time grows several
+# times faster than the arithmetic (VGG's 32 px 64->64 layer at batch 64, 16 MiB: 728 ms against 176 as a
+# product), below it XLA is as fast or faster (the same layer at batch 32: 100 against 90; at 24 px, 9 MiB: 80
+# against 104; DenseNet's 32-map layers and ResNet-20's at batch 64, 3-6 MiB: 2-3x slower as a product).
+_PRODUCT_MIN_GRADIENT_BYTES = 12 * 2**20
 # Output maps up to 4x4 go through patches and one product (forward and both gradients, by autodiff): 1.2-100x
 # faster on 4x4-1x1 maps; at 7x7 the two are even (ResNet-50's last stage at 224 px stays XLA's).
 _SMALL_MAP_MAX_POSITIONS = 16
@@ -86,7 +87,7 @@ def _pointwise(lhs, rhs, strides, pads, precision):
   return jnp.einsum("nhwc,co->nhwo", lhs, rhs[0, 0], precision=precision)
 
 
-def _windows(padded, kh: int, kw: int, strides) -> list:
+def windows(padded, kh: int, kw: int, strides) -> list:
   """The k*k shifted, strided views of a padded NHWC input, tap (i, j) in row-major order: window (i, j) holds the
   input pixel that tap (i, j) of the kernel meets at every output position."""
   batch, height, width, channels = padded.shape
@@ -101,10 +102,10 @@ def _depthwise(lhs, rhs, strides, pads, precision):
   """k x k depthwise: the sum over taps (i, j) of the shifted, strided input times that tap's per-channel weight."""
   del precision  # elementwise products: no precision choice to make
   kh, kw = rhs.shape[:2]
-  windows = _windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
+  views = windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
   taps = rhs[:, :, 0].reshape(kh * kw, -1)  # (k*k, C), in the windows' order
-  out = windows[0] * taps[0]
-  for window, tap in zip(windows[1:], taps[1:]):
+  out = views[0] * taps[0]
+  for window, tap in zip(views[1:], taps[1:]):
     out = out + window * tap
   return out
 
@@ -113,8 +114,8 @@ def _small_map(lhs, rhs, strides, pads, precision):
   """A convolution with few output positions: the k*k shifted, strided windows side by side (patches), then one
   matrix product with the kernel flattened in the same (i, j, c_in) order."""
   kh, kw, cin, cout = rhs.shape
-  windows = _windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
-  return jnp.einsum("nhwk,ko->nhwo", jnp.concatenate(windows, axis=-1), rhs.reshape(kh * kw * cin, cout),
+  views = windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
+  return jnp.einsum("nhwk,ko->nhwo", jnp.concatenate(views, axis=-1), rhs.reshape(kh * kw * cin, cout),
                     precision=precision)
 
 
@@ -136,32 +137,32 @@ def _chunks(batch: int, patch_bytes: int, budget: int = 256 * 2**20) -> int:
 def _patches_kernel_gradient(padded, dy, kh: int, kw: int, strides):
   """A convolution's kernel gradient as one matrix product, (k*k*C_in, N*H*W) x (N*H*W, C_out), of the padded
   input's patches with the output gradient; returned as (k*k*C_in, C_out), rows in the kernel's (i, j, c_in) order."""
-  patches = jnp.concatenate(_windows(padded, kh, kw, strides), axis=-1)
+  patches = jnp.concatenate(windows(padded, kh, kw, strides), axis=-1)
   return patches.reshape(-1, patches.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dense_stride1(lhs, rhs, pads):
-  return lax.conv_general_dilated(lhs, rhs, (1, 1), pads, dimension_numbers=_CHANNELS_LAST)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _product_kernel_gradient(lhs, rhs, strides, pads):
+  return lax.conv_general_dilated(lhs, rhs, strides, pads, dimension_numbers=_CHANNELS_LAST)
 
 
-def _dense_stride1_fwd(lhs, rhs, pads):
-  return _dense_stride1(lhs, rhs, pads), (lhs, rhs)
+def _product_kernel_gradient_fwd(lhs, rhs, strides, pads):
+  return _product_kernel_gradient(lhs, rhs, strides, pads), (lhs, rhs)
 
 
-def _dense_stride1_bwd(pads, residuals, dy):
+def _product_kernel_gradient_bwd(strides, pads, residuals, dy):
   """XLA's own input gradient (a convolution, fast on CPU); the kernel gradient as one matrix product of the
   input's patches with the output gradient, where XLA:CPU's backward-filter convolution is several times slower."""
   lhs, rhs = residuals
   kh, kw, cin, cout = rhs.shape
-  dx = jax.vjp(lambda x: lax.conv_general_dilated(x, rhs, (1, 1), pads, dimension_numbers=_CHANNELS_LAST), lhs)[1](
+  dx = jax.vjp(lambda x: lax.conv_general_dilated(x, rhs, strides, pads, dimension_numbers=_CHANNELS_LAST), lhs)[1](
       dy)[0]
   padded = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
   n, h, w, _ = dy.shape
 
-  kernel_gradient = functools.partial(_patches_kernel_gradient, kh=kh, kw=kw, strides=(1, 1))
-  # The patches are k*k times the input: over ~256 MiB they are made a slice of the batch at a time (a scan keeps
-  # one slice alive), so the gradient costs a bounded amount of memory at any batch size.
+  kernel_gradient = functools.partial(_patches_kernel_gradient, kh=kh, kw=kw, strides=strides)
+  # The patches are k*k times the output map: over ~256 MiB they are made a slice of the batch at a time (a scan
+  # keeps one slice alive), so the gradient costs a bounded amount of memory at any batch size.
   chunks = _chunks(n, n * h * w * kh * kw * cin * lhs.dtype.itemsize)
   if chunks == 1:
     dw = kernel_gradient(padded, dy)
@@ -173,7 +174,7 @@ def _dense_stride1_bwd(pads, residuals, dy):
   return dx, dw.astype(rhs.dtype)
 
 
-_dense_stride1.defvjp(_dense_stride1_fwd, _dense_stride1_bwd)
+_product_kernel_gradient.defvjp(_product_kernel_gradient_fwd, _product_kernel_gradient_bwd)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -195,10 +196,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return _pointwise(lhs, rhs, strides, pads, precision)
   if feature_group_count == lhs.shape[-1] == out_channels and in_per_group == 1:
     return _depthwise(lhs, rhs, strides, pads, precision)
-  if feature_group_count == 1 and _output_positions(lhs.shape[1:3], (kh, kw), strides, pads) <= \
-      _SMALL_MAP_MAX_POSITIONS:
+  out_positions = _output_positions(lhs.shape[1:3], (kh, kw), strides, pads)
+  if feature_group_count == 1 and out_positions <= _SMALL_MAP_MAX_POSITIONS:
     return _small_map(lhs, rhs, strides, pads, precision)
-  if (feature_group_count == 1 and strides == (1, 1) and precision is None and out_channels >= _GEMM_MIN_OUT
-      and lhs.shape[1] * lhs.shape[2] * lhs.shape[3] >= _GEMM_MIN_INPUT):
-    return _dense_stride1(lhs, rhs, tuple(tuple(p) for p in pads))
+  if (feature_group_count == 1 and precision is None
+      and lhs.shape[0] * out_positions * out_channels * lhs.dtype.itemsize >= _PRODUCT_MIN_GRADIENT_BYTES):
+    return _product_kernel_gradient(lhs, rhs, strides, tuple(tuple(p) for p in pads))
   return plain()

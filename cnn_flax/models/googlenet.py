@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import ConvBN, LocalResponseNorm, SqueezeExcite, adaptive_avg_pool, maybe_remat
+from cnn_flax.models.layers import ConvBN, LocalResponseNorm, SqueezeExcite, adaptive_avg_pool, max_pool, maybe_remat
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
 INCEPTION = {
@@ -54,13 +54,14 @@ INCEPTION = {
 def max_pool_ceil(x, window: int, stride: int):
   """Max pooling without padding but with ceil rounding of the output size (Caffe; PyTorch ``ceil_mode=True``).
 
-  The extra bottom/right padding is -inf (``nn.max_pool``'s padding value), so it never wins the max.
+  The extra bottom/right padding is -inf (the padding value of ``nn.max_pool`` and ``max_pool``), so it never wins
+  the max.
   """
   pads = []
   for n in x.shape[1:3]:
     out = max(1, -(-(n - window) // stride) + 1)
     pads.append((0, max(0, (out - 1) * stride + window - n)))
-  return nn.max_pool(x, (window, window), strides=(stride, stride), padding=pads)
+  return max_pool(x, (window, window), strides=(stride, stride), padding=pads)
 
 
 class _Conv(nn.Module):
@@ -107,7 +108,7 @@ class Inception(nn.Module):
     b1 = conv(c1, name="branch1")(x, train)
     b2 = conv(c3, 3, name="branch2")(reduce(c3r, "branch2_reduce"), train)
     b3 = conv(c5, self.branch3_kernel, name="branch3")(reduce(c5r, "branch3_reduce"), train)
-    b4 = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
+    b4 = max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
     if self.reductions:
       b4 = conv(cp, name="branch4_proj")(b4, train)
     y = jnp.concatenate([b1, b2, b3, b4], axis=-1)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import Conv
+from cnn_flax.models.layers import Conv, max_pool
 
 # Table I of the paper: which S2 maps (rows) feed each of the 16 C3 maps (columns).
 C3_CONNECTIONS = (
@@ -50,9 +50,9 @@ class LeNet5(nn.Module):
     conv = functools.partial(Conv, kernel_size=(5, 5), padding="VALID", dtype=self.dtype)
     dense = functools.partial(nn.Dense, dtype=self.dtype)
     x = nn.relu(conv(6, name="c1")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool(x, (2, 2), strides=(2, 2))
     x = nn.relu(conv(16, name="c3")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(dense(120, name="f5")(x))
     x = nn.relu(dense(84, name="f6")(x))

@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import ConvBN, SqueezeExcite, maybe_remat, symmetric_padding
+from cnn_flax.models.layers import ConvBN, SqueezeExcite, max_pool, maybe_remat, symmetric_padding
 
 # Flax's momentum is the weight of the old running average: 0.9 here is PyTorch's momentum=0.1.
 BN_MOMENTUM = 0.9
@@ -169,7 +169,7 @@ class ResNet(nn.Module):
     block = maybe_remat(self.block, self.remat)
     x = conv_bn(self.num_filters, 7, 2, bn_epsilon=self.bn_epsilon, name="stem", dtype=self.dtype)(x, train)
     # Padding 1 on every side like nn.MaxPool2d(3, 2, 1); Flax pads max-pool windows with -inf.
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
+    x = max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding((3, 3)))
     block_kwargs = {}
     if issubclass(self.block, BottleneckBlock):
       block_kwargs["stride_on_3x3"] = self.stride_on_3x3

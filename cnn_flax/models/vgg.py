@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
-from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool
+from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool, max_pool
 
 # Each stage is a tuple of (out_channels, kernel) convs; a 2x2/2 max-pool follows every stage.
 
@@ -89,7 +89,7 @@ class VGG(nn.Module):
         x = nn.relu(x)
         if self.lrn and s == 1 and i == 1:
           x = LocalResponseNorm(dtype=self.dtype, name="lrn")(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = max_pool(x, (2, 2), strides=(2, 2))
     x = adaptive_avg_pool(x, 7)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(dense(self.classifier_width, name="fc6")(x))

@@ -1,11 +1,11 @@
-"""The CPU fast paths compute what lax.conv_general_dilated computes: outputs and gradients, every shape class."""
+"""The CPU fast paths compute what lax computes (convolutions, max pooling): outputs and gradients, every shape class."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax.models import fastconv
+from cnn_flax.models import fastconv, fastpool
 
 CASES = [  # (input HW, in channels, kernel, out channels, stride, padding, groups)
     (9, 8, 1, 12, 1, "SAME", 1),  # 1x1: a dot over channels
@@ -72,20 +72,23 @@ def test_a_flax_conv_keeps_its_parameters():
   np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("chunks", [1, 2])
-def test_the_kernel_gradient_as_a_matrix_product(monkeypatch, chunks):
-  """Stride-1 convolutions on large inputs: XLA's forward and input gradient, the kernel gradient as one GEMM."""
+@pytest.mark.parametrize("chunks, kernel, stride", [(1, 3, 1), (2, 3, 1), (1, 7, 2), (2, 3, 2)])
+def test_the_kernel_gradient_as_a_matrix_product(monkeypatch, chunks, kernel, stride):
+  """Large output gradients: XLA's forward and input gradient, the kernel gradient as one GEMM (strided too)."""
   monkeypatch.setattr(fastconv, "_chunks", lambda batch, patch_bytes: chunks)  # the scan over batch slices too
   rng = np.random.default_rng(chunks)
-  x = jnp.asarray(rng.standard_normal((2, 40, 40, 64)), jnp.float32)  # 40*40*64 = 102,400 >= the threshold
-  w = jnp.asarray(rng.standard_normal((3, 3, 64, 64)) * 0.05, jnp.float32)
-  args = dict(window_strides=(1, 1), padding=((1, 0), (2, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda w: jnp.sum(fastconv.conv_general_dilated(x, w, **args))))(w))
-  assert "custom_vjp" in jaxpr or "dot_general" in jaxpr
+  x = jnp.asarray(rng.standard_normal((2, 20, 20, 16)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, 16, 64)) * 0.05, jnp.float32)
+  args = dict(window_strides=(stride, stride), padding=((1, 0), (2, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  kernel_gradient = lambda: str(jax.make_jaxpr(jax.grad(
+      lambda w: jnp.sum(fastconv.conv_general_dilated(x, w, **args))))(w))
+  assert "custom_vjp" not in kernel_gradient()  # an output gradient of at most 200 KiB: XLA's
+  monkeypatch.setattr(fastconv, "_PRODUCT_MIN_GRADIENT_BYTES", 2 * 18 * 18 * 64 * 4 // stride**2 // 2)
+  assert "custom_vjp" in kernel_gradient()
   loss = lambda conv: lambda x, w: jnp.sum(jnp.sin(conv(x, w, **args)))
   fast = jax.grad(loss(fastconv.conv_general_dilated), argnums=(0, 1))(x, w)
   plain = jax.grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(x, w)
-  for a, b in zip(fast, plain, strict=True):  # sums of 3,200 products: float32 rounding, relative to the scale
+  for a, b in zip(fast, plain, strict=True):  # sums of hundreds of products: float32 rounding, relative to the scale
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max()))
 
 
@@ -93,3 +96,37 @@ def test_batch_slices_for_the_patches():
   assert fastconv._chunks(16, 100 * 2**20) == 1
   assert fastconv._chunks(16, 1000 * 2**20) == 4  # 250 MiB each: under the 256 MiB budget
   assert fastconv._chunks(6, 1000 * 2**20) == 6  # the divisors of 6: 1, 2, 3, 6
+
+
+POOLS = [  # (input HW, window, stride, padding): every max pool in the zoo, and the odd cases
+    (8, 2, 2, "VALID"),  # VGG, LeNet
+    (9, 3, 2, ((1, 1), (1, 1))),  # ResNet's and DenseNet's stems (torchvision's symmetric padding)
+    (11, 3, 2, "VALID"),  # AlexNet's overlapping pooling
+    (10, 3, 2, ((0, 1), (0, 1))),  # GoogLeNet's ceil-mode pooling
+    (6, 3, 1, ((1, 1), (1, 1))),  # GoogLeNet's branch pool: every input in up to nine windows
+    (7, 2, 2, "SAME"),  # a string padding resolved as Flax resolves it
+    (5, 3, 3, "VALID"),  # one window per position, an edge column left out
+]
+
+
+@pytest.mark.parametrize("size, window, stride, padding", POOLS)
+def test_max_pool_has_the_same_outputs_and_gradients_as_flax(size, window, stride, padding):
+  """Small integers: ties in most windows (ReLU's zeros make them common), where the gradient's rule shows (the first
+  maximum in row-major order takes it all); integer cotangents keep the sums exact, so the comparison is exact."""
+  rng = np.random.default_rng(size * window + stride)
+  x = jnp.asarray(rng.integers(0, 3, (2, size, size, 3)), jnp.float32)
+  args = dict(window_shape=(window, window), strides=(stride, stride), padding=padding)
+  plain_out = nn.max_pool(x, **args)
+  cotangent = jnp.asarray(rng.integers(-3, 4, plain_out.shape), jnp.float32)
+  loss = lambda pool: lambda x: jnp.sum(pool(x, **args) * cotangent)
+  fast_out = fastpool.max_pool(x, **args)
+  np.testing.assert_array_equal(fast_out, plain_out)
+  np.testing.assert_array_equal(jax.jit(jax.grad(loss(fastpool.max_pool)))(x), jax.grad(loss(nn.max_pool))(x))
+
+
+def test_the_pool_gradient_is_rewritten_on_cpu_only(monkeypatch):
+  x = jnp.ones((1, 4, 4, 2))
+  grad = lambda: str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(fastpool.max_pool(x, (2, 2), (2, 2)))))(x))
+  assert "select_and_scatter" not in grad() and "custom_vjp" in grad()
+  monkeypatch.setenv("CNN_FLAX_FAST_CONV", "0")
+  assert "custom_vjp" not in grad()
