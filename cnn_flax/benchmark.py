@@ -49,7 +49,7 @@ def _memory(compiled) -> tuple[float | None, str]:
 def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_classes: int = 0,
             in_channels: int = 0, steps: int = 10, warmup: int = 2, dtype: str = "auto", mode: str = "train",
             overrides: dict[str, Any] | None = None, grad_accum_steps: int = 1,
-            per_device_bn: bool = False) -> dict[str, Any]:
+            per_device_bn: bool = False, trace_dir: str | None = None) -> dict[str, Any]:
   """Times the train (or eval) step of `model_name` in this process.
 
   Args:
@@ -62,6 +62,8 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
     mode: "train" (forward, backward, SGD update) or "eval" (forward, sums).
     grad_accum_steps: microbatches per step (config.grad_accum_steps).
     per_device_bn: each device normalises its own shard (config.model.bn_sync=False).
+    trace_dir: where a `jax.profiler` trace of the timed steps goes, with the compiled step's HLO text
+      (`step.hlo.txt`, to name the trace's fusions; `benchmarks/step_profile.py` reads both).
   Returns:
     model, mode, batch_size, image_size, dtype, devices, device_kind, images_per_sec, step_ms, compile_s (tracing,
     lowering and compilation; lower_s: the first two, which a warm persistent cache cannot skip; init_s: building
@@ -109,11 +111,18 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   for _ in range(warmup):
     state, out = run(state)
   jax.block_until_ready(state)
+  if trace_dir:
+    os.makedirs(trace_dir, exist_ok=True)
+    with open(os.path.join(trace_dir, "step.hlo.txt"), "w") as f:
+      f.write(compiled.as_text())
+    jax.profiler.start_trace(trace_dir)
   start = time.perf_counter()
   for _ in range(steps):
     state, out = run(state)
   jax.block_until_ready((state, out))
   elapsed = time.perf_counter() - start
+  if trace_dir:
+    jax.profiler.stop_trace()
 
   images_per_sec = steps * batch_size / elapsed
   memory_mb, memory_source = _memory(compiled)

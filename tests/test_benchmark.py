@@ -70,3 +70,19 @@ def test_the_scan_experiment_runs_as_documented():
   assert result.returncode == 0, result.stderr
   rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
   assert [r["variant"] for r in rows] == ["unrolled", "scanned"] and rows[1]["max_abs_difference"] < 1e-4
+
+
+def test_the_step_profile_names_every_timed_operation(tmp_path):
+  """benchmarks/step_profile.py: measure(trace_dir=...) leaves a trace of the timed steps and the compiled step's
+  HLO; every operation in the trace gets a group, and LeNet-5's training step has convolutions of all three kinds."""
+  import gzip
+
+  from benchmarks import step_profile
+  benchmark.measure("lenet5", batch_size=4, steps=1, warmup=0, trace_dir=str(tmp_path))
+  groups = step_profile.fusion_groups((tmp_path / "step.hlo.txt").read_text())
+  assert {"convolutions: forward", "convolutions: input gradients", "convolutions: kernel gradients (XLA's)",
+          "matrix products"} <= set(groups.values())
+  traces = list(tmp_path.rglob("*.trace.json.gz"))
+  assert len(traces) == 1
+  events = json.load(gzip.open(traces[0]))["traceEvents"]
+  assert any(e.get("ph") == "X" and e.get("name") in groups for e in events)  # the steps' operations were traced
