@@ -7,8 +7,8 @@ Paper recipe (needs ImageNet prepared, see the README):
 
 Bundled-data preset:
   python train.py --config configs/se_resnet50.py:digits
-  Expected (measured here, 2-core CPU, cold compilation cache): 95.21% test accuracy after 6 epochs at 32 px
-  (132 steps), 111 s wall (still rising: train longer with --config.num_epochs=12).
+  Expected (measured here, 2-core CPU, cold compilation cache): 93.24% test accuracy after 6 epochs at 32 px
+  (132 steps), 111-130 s wall (still rising: train longer with --config.num_epochs=12).
 """
 from cnn_flax import recipes, schema
 

@@ -38,10 +38,11 @@ _CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 _switched_off = [False]
 # Where the kernel gradient as one matrix product beats XLA:CPU's backward-filter convolution: measured per layer
 # shape (`python benchmarks/conv_shapes.py --kernel_gradient`, benchmarks/README.md), what decides is the size of
-# the output gradient, whatever the kernel, stride or channel counts: from about 12 MiB XLA's time grows several
-# times faster than the arithmetic (VGG's 32 px 64->64 layer at batch 64, 16 MiB: 728 ms against 176 as a
-# product), below it XLA is as fast or faster (the same layer at batch 32: 100 against 90; at 24 px, 9 MiB: 80
-# against 104; DenseNet's 32-map layers and ResNet-20's at batch 64, 3-6 MiB: 2-3x slower as a product).
+# the output gradient, whatever the kernel, stride or channel counts. From about 12 MiB XLA's time grows several
+# times faster than the arithmetic (VGG's 32 px 64->64 layer at batch 64, 16 MiB: 812 ms against 206 as a product;
+# ResNet's 7x7/2 stem at 224 px, batch 16: 926 against 212); between 8 and 12 MiB either may win from run to run;
+# below, XLA is faster (ResNet-50's 28 px 128->128 at batch 16, 6 MiB: 56 against 92; DenseNet's 32-map layers and
+# ResNet-20's: 3-4x).
 _PRODUCT_MIN_GRADIENT_BYTES = 12 * 2**20
 # Output maps up to 4x4 go through patches and one product (forward and both gradients, by autodiff): 1.2-100x
 # faster on 4x4-1x1 maps; at 7x7 the two are even (ResNet-50's last stage at 224 px stays XLA's).

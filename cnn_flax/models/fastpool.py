@@ -5,10 +5,10 @@ On the CPU backend its gradient is a custom VJP: for each window position in row
 the input that equals the output and has not yet been claimed by an earlier position receives the output gradient,
 which is padded back to the input's place. That is the rule of XLA's own gradient (`select_and_scatter` with
 ``>=``: the first maximum of a window takes the whole gradient, ties included), so the results are the same up to
-the order in which overlapping windows' contributions are summed. XLA:CPU's `select_and_scatter` runs 3-35x
-slower than this (`python benchmarks/conv_shapes.py --pool`): 64 ms against 4 ms for VGG's first 2x2 pool at 32
-px, batch 64; 269 against 90 ms for ResNet's 3x3/2 stem pool at 224 px, batch 16; 370 against 63 ms for a
-GoogLeNet 3x3/1 branch pool at 24 px, batch 64.
+the order in which overlapping windows' contributions are summed. XLA:CPU's `select_and_scatter` runs 2.5-35x
+slower than this (`python benchmarks/conv_shapes.py --pool`, forward and backward): 68 ms against 3.5 for VGG's
+first 2x2 pool at 32 px, batch 64; 289 against 110 for ResNet's 3x3/2 stem pool at 224 px, batch 16; 382 against 63
+for a GoogLeNet 3x3/1 branch pool at 24 px, batch 64.
 
 Other backends, and `CNN_FLAX_FAST_CONV=0` (the switch for all of the CPU fast paths, see `fastconv`), use
 `nn.max_pool` unchanged. Tested against it, outputs and gradients (tests/models/test_fastconv.py).
