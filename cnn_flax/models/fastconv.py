@@ -200,7 +200,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   out_positions = _output_positions(lhs.shape[1:3], (kh, kw), strides, pads)
   if feature_group_count == 1 and out_positions <= _SMALL_MAP_MAX_POSITIONS:
     return _small_map(lhs, rhs, strides, pads, precision)
-  if (feature_group_count == 1 and precision is None
+  # A symbolic batch (a batch-polymorphic export, forward only) has no size to judge: XLA's convolution.
+  if (feature_group_count == 1 and precision is None and isinstance(lhs.shape[0], int)
       and lhs.shape[0] * out_positions * out_channels * lhs.dtype.itemsize >= _PRODUCT_MIN_GRADIENT_BYTES):
     return _product_kernel_gradient(lhs, rhs, strides, tuple(tuple(p) for p in pads))
   return plain()
