@@ -109,9 +109,9 @@ def kernel_gradients():
         jnp.pad(x, ((0, 0), *pads, (0, 0))), dy, k, k, (stride, stride)).reshape(w.shape))
     np.testing.assert_allclose(xla(x, dy), product(x, dy), rtol=1e-3, atol=5e-2)  # sums of ~10^5 terms
     plain, fast = time_ms(xla, x, dy), time_ms(product, x, dy)
-    rule = "product" if dy.size * dy.dtype.itemsize >= fastconv._PRODUCT_MIN_GRADIENT_BYTES else "XLA"
+    rule = "product" if fastconv.kernel_gradient_as_product(dy.shape, dy.dtype.itemsize) else "XLA"
     print(f"batch {batch} {size}x{size} {cin}->{cout} {k}x{k} stride {stride}, output gradient "
-          f"{dy.size * 4 / 2**20:.1f} MiB (rule: {rule}): XLA {plain:.1f} ms, product {fast:.1f} ms "
+          f"{dy.size * dy.dtype.itemsize / 2**20:.1f} MiB (rule: {rule}): XLA {plain:.1f} ms, product {fast:.1f} ms "
           f"({plain / fast:.2f}x)", flush=True)
 
 

@@ -19,13 +19,14 @@ weight import and parameter counts do not change. On the CPU backend it computes
 
 Everything else, and every other backend (cuDNN and the TPU handle these shapes well), goes to
 `lax.conv_general_dilated` unchanged. `CNN_FLAX_FAST_CONV=0` turns the rewrites off, `fastpool`'s too (for
-comparisons). The
-rewrites are tested against the plain computation, outputs and gradients (tests/models/test_fastconv.py).
+comparisons). The rewrites are tested against the plain computation, outputs and gradients
+(tests/models/test_fastconv.py).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 
 import jax
@@ -44,6 +45,13 @@ _switched_off = [False]
 # below, XLA is faster (ResNet-50's 28 px 128->128 at batch 16, 6 MiB: 56 against 92; DenseNet's 32-map layers and
 # ResNet-20's: 3-4x).
 _PRODUCT_MIN_GRADIENT_BYTES = 12 * 2**20
+
+
+def kernel_gradient_as_product(gradient_shape, itemsize: int) -> bool:
+  """The size rule above, for an output gradient of `gradient_shape` (any factoring of its size)."""
+  # A symbolic batch (a batch-polymorphic export, forward only) has no size to judge: XLA's convolution.
+  return (all(isinstance(d, int) for d in gradient_shape)
+          and math.prod(gradient_shape) * itemsize >= _PRODUCT_MIN_GRADIENT_BYTES)
 # Output maps up to 4x4 go through patches and one product (forward and both gradients, by autodiff): 1.2-100x
 # faster on 4x4-1x1 maps; at 7x7 the two are even (ResNet-50's last stage at 224 px stays XLA's).
 _SMALL_MAP_MAX_POSITIONS = 16
@@ -73,10 +81,11 @@ def _is_channels_last(dimension_numbers) -> bool:
   return tuple(dimension_numbers) == _CHANNELS_LAST
 
 
-def _explicit_padding(padding, in_shape, kernel, strides) -> list[tuple[int, int]]:
+def explicit_padding(padding, in_shape, kernel, strides) -> tuple[tuple[int, int], ...]:
+  """Padding as (low, high) pairs per spatial axis, a string ('SAME', 'VALID') resolved as lax resolves it."""
   if not isinstance(padding, str):
-    return [tuple(p) for p in padding]
-  return list(lax.padtype_to_pads(in_shape, kernel, strides, padding))
+    return tuple(tuple(p) for p in padding)
+  return tuple(lax.padtype_to_pads(in_shape, kernel, strides, padding))
 
 
 def _pointwise(lhs, rhs, strides, pads, precision):
@@ -192,7 +201,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     return plain()
   kh, kw, in_per_group, out_channels = rhs.shape
   strides = tuple(window_strides)
-  pads = _explicit_padding(padding, lhs.shape[1:3], (kh, kw), strides)
+  pads = explicit_padding(padding, lhs.shape[1:3], (kh, kw), strides)
   if (kh, kw) == (1, 1) and feature_group_count == 1:
     return _pointwise(lhs, rhs, strides, pads, precision)
   if feature_group_count == lhs.shape[-1] == out_channels and in_per_group == 1:
@@ -200,8 +209,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   out_positions = _output_positions(lhs.shape[1:3], (kh, kw), strides, pads)
   if feature_group_count == 1 and out_positions <= _SMALL_MAP_MAX_POSITIONS:
     return _small_map(lhs, rhs, strides, pads, precision)
-  # A symbolic batch (a batch-polymorphic export, forward only) has no size to judge: XLA's convolution.
-  if (feature_group_count == 1 and precision is None and isinstance(lhs.shape[0], int)
-      and lhs.shape[0] * out_positions * out_channels * lhs.dtype.itemsize >= _PRODUCT_MIN_GRADIENT_BYTES):
-    return _product_kernel_gradient(lhs, rhs, strides, tuple(tuple(p) for p in pads))
+  if (feature_group_count == 1 and precision is None
+      and kernel_gradient_as_product((lhs.shape[0], out_positions, out_channels), lhs.dtype.itemsize)):
+    return _product_kernel_gradient(lhs, rhs, strides, pads)
   return plain()

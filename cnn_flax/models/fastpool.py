@@ -31,10 +31,7 @@ def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = Non
   strides = tuple(strides) if strides is not None else (1,) * len(window_shape)
   if not fastconv.enabled() or x.ndim != 4 or len(window_shape) != 2:
     return nn.max_pool(x, tuple(window_shape), strides=strides, padding=padding)
-  if isinstance(padding, str):
-    pads = tuple(lax.padtype_to_pads(x.shape[1:3], tuple(window_shape), strides, padding))
-  else:
-    pads = tuple(tuple(p) for p in padding)
+  pads = fastconv.explicit_padding(padding, x.shape[1:3], tuple(window_shape), strides)
   return _max_pool(x, tuple(window_shape), strides, pads)
 
 

@@ -1,4 +1,4 @@
-"""The CPU fast paths compute what lax computes (convolutions, max pooling): outputs and gradients, every shape class."""
+"""The CPU fast paths compute what lax computes (convolutions, max pooling): outputs and gradients, every shape."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
