@@ -4,6 +4,7 @@ cnn_flax/models/fastconv.py and fastpool.py.
   python benchmarks/conv_shapes.py                   # the small-map shapes, forward and backward (a minute)
   python benchmarks/conv_shapes.py --large           # also VGG's and DenseNet's large maps (several minutes)
   python benchmarks/conv_shapes.py --kernel_gradient # kernel gradients: XLA's against the patches product
+  python benchmarks/conv_shapes.py --kernel_gradient_forms  # below the rule: XLA's against three other products
   python benchmarks/conv_shapes.py --cifar           # ResNet-20's layers: XLA's against a patches product
   python benchmarks/conv_shapes.py --pool            # max pooling's gradient: XLA's against fastpool's
 
@@ -49,6 +50,12 @@ POOLS = [  # (batch, H=W, C, window, stride, padding): the zoo's max pools at th
     (64, 12, 480, 3, 1, ((1, 1), (1, 1))),
     (16, 55, 64, 3, 2, "VALID")]  # AlexNet at 224 px
 
+KERNEL_GRADIENT_FORMS = [  # (batch, H=W, C_in, C_out): 3x3, stride 1, under the rule (XLA's kernel gradient)
+    (64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64),  # ResNet-20 at the digits presets' batch
+    (64, 32, 48, 12), (64, 16, 48, 12), (64, 8, 48, 12),  # DenseNet-BC-100's growth convolutions
+    (16, 56, 128, 32), (16, 28, 128, 32), (16, 14, 128, 32),  # DenseNet-121's at 224 px
+    (16, 28, 128, 128)]  # ResNet-50's second stage at 224 px
+
 CIFAR = [  # (batch, H=W, C_in, C_out): ResNet-20's three stages and its stem at 32 px, the digits presets' batch
     (64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64), (64, 32, 3, 16)]
 
@@ -72,10 +79,14 @@ def main():
   parser.add_argument("--kernel_gradient", action="store_true", help="only kernel gradients")
   parser.add_argument("--cifar", action="store_true", help="only ResNet-20's layers as patches products (not a "
                       "fast path)")
+  parser.add_argument("--kernel_gradient_forms", action="store_true", help="only kernel gradients under the rule, "
+                      "four ways (none is a fast path)")
   parser.add_argument("--pool", action="store_true", help="only max pooling's gradient")
   args = parser.parse_args()
   if args.kernel_gradient:
     return kernel_gradients()
+  if args.kernel_gradient_forms:
+    return kernel_gradient_forms()
   if args.pool:
     return max_pools()
   if args.cifar:
@@ -113,6 +124,48 @@ def kernel_gradients():
     print(f"batch {batch} {size}x{size} {cin}->{cout} {k}x{k} stride {stride}, output gradient "
           f"{dy.size * dy.dtype.itemsize / 2**20:.1f} MiB (rule: {rule}): XLA {plain:.1f} ms, product {fast:.1f} ms "
           f"({plain / fast:.2f}x)", flush=True)
+
+
+def _per_tap_kernel_gradient(padded, dy, k: int):
+  """k*k products, each window of the input (copied out of it) against the output gradient."""
+  flat_dy = dy.reshape(-1, dy.shape[-1])
+  return jnp.stack([window.reshape(-1, window.shape[-1]).T @ flat_dy
+                    for window in fastconv.windows(padded, k, k, (1, 1))])
+
+
+def _shifted_gradient_kernel_gradient(padded, dy, k: int):
+  """One product of the padded input with k*k shifted copies of the output gradient, side by side: the copies
+  cost k*k*C_out per position instead of the patches' k*k*C_in (DenseNet's 3x3 convolutions add 12 or 32 maps to
+  48 or 128). Tap (i, j) of the kernel meets input pixel (h + i, w + j) at output (h, w), so the output gradient
+  padded by (i, k-1-i) rows and (j, k-1-j) columns lines up with the padded input."""
+  shifted = jnp.stack([jnp.pad(dy, ((0, 0), (i, k - 1 - i), (j, k - 1 - j), (0, 0)))
+                       for i in range(k) for j in range(k)], axis=-2)
+  return jnp.einsum("nhwc,nhwto->tco", padded, shifted)
+
+
+def kernel_gradient_forms():
+  """3x3 kernel gradients that the rule leaves to XLA (small output gradients), XLA's against the patches product,
+  k*k per-tap products and the shifted-output-gradient product: the measurement behind leaving them to XLA."""
+  dn, pads = ("NHWC", "HWIO", "NHWC"), ((1, 1), (1, 1))
+  pad = lambda x: jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  for batch, size, cin, cout in KERNEL_GRADIENT_FORMS:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(0.01 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((batch, size, size, cout)), jnp.float32)
+    forms = {
+        "XLA": lambda x, dy, w=w: jax.vjp(
+            lambda w: lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=dn), w)[1](dy)[0],
+        "patches": lambda x, dy: fastconv._patches_kernel_gradient(pad(x), dy, 3, 3, (1, 1)),
+        "per tap": lambda x, dy: _per_tap_kernel_gradient(pad(x), dy, 3),
+        "shifted output gradient": lambda x, dy: _shifted_gradient_kernel_gradient(pad(x), dy, 3)}
+    times = {}
+    for name, form in forms.items():
+      form = jax.jit(form)
+      np.testing.assert_allclose(form(x, dy).reshape(w.shape), forms["XLA"](x, dy), rtol=1e-3, atol=5e-2)
+      times[name] = time_ms(form, x, dy)
+    print(f"batch {batch} {size}x{size} {cin}->{cout} 3x3: "
+          + ", ".join(f"{name} {ms:.1f} ms" for name, ms in times.items()), flush=True)
 
 
 def max_pools():
