@@ -45,6 +45,9 @@ _switched_off = [False]
 # below, XLA is faster (ResNet-50's 28 px 128->128 at batch 16, 6 MiB: 56 against 92; DenseNet's 32-map layers and
 # ResNet-20's: 3-4x).
 _PRODUCT_MIN_GRADIENT_BYTES = 12 * 2**20
+# Output maps up to 4x4 go through patches and one product (forward and both gradients, by autodiff): 1.2-100x
+# faster on 4x4-1x1 maps; at 7x7 the two are even (ResNet-50's last stage at 224 px stays XLA's).
+_SMALL_MAP_MAX_POSITIONS = 16
 
 
 def kernel_gradient_as_product(gradient_shape, itemsize: int) -> bool:
@@ -52,9 +55,6 @@ def kernel_gradient_as_product(gradient_shape, itemsize: int) -> bool:
   # A symbolic batch (a batch-polymorphic export, forward only) has no size to judge: XLA's convolution.
   return (all(isinstance(d, int) for d in gradient_shape)
           and math.prod(gradient_shape) * itemsize >= _PRODUCT_MIN_GRADIENT_BYTES)
-# Output maps up to 4x4 go through patches and one product (forward and both gradients, by autodiff): 1.2-100x
-# faster on 4x4-1x1 maps; at 7x7 the two are even (ResNet-50's last stage at 224 px stays XLA's).
-_SMALL_MAP_MAX_POSITIONS = 16
 
 
 def enabled() -> bool:
