@@ -7,10 +7,13 @@ cnn_flax/models/fastconv.py and fastpool.py.
   python benchmarks/conv_shapes.py --kernel_gradient_forms  # below the rule: XLA's against three other products
   python benchmarks/conv_shapes.py --cifar           # ResNet-20's layers: XLA's against a patches product
   python benchmarks/conv_shapes.py --pool            # max pooling's gradient: XLA's against fastpool's
+  XLA_FLAGS=... python benchmarks/conv_shapes.py --libraries  # which library XLA:CPU hands a convolution and a
+                                                     # dot to under those flags (YNNPACK, oneDNN, its own)
 
 Prints one line per shape: milliseconds per step of XLA's computation and of the fast path's.
 """
 import argparse
+import collections
 import functools
 import os
 import sys
@@ -71,6 +74,38 @@ def forward_backward(conv):
   return jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=(0, 1)))
 
 
+def library_calls(hlo_text: str) -> collections.Counter:
+  """Counts what a compiled module's convolutions and products run as: each library fusion (`__ynn_fusion`,
+  `__onednn_fusion`, ...) and custom call (`__onednn$convolution`, ...) by name, and XLA's own `convolution` and
+  `dot` operations (inside the fusions too: a library fusion wraps the operation it replaces)."""
+  counts = collections.Counter()
+  for line in hlo_text.splitlines():
+    if '"kind":"__' in line:
+      counts[line.split('"kind":"')[1].split('"')[0]] += 1
+    if "custom_call_target=" in line:
+      counts[line.split('custom_call_target="')[1].split('"')[0]] += 1
+    for op in ("convolution", "dot"):
+      if f" {op}(" in line:
+        counts[op] += 1
+  return counts
+
+
+def libraries():
+  """Compiles one 3x3 convolution and one product, each forward and backward, under this process's XLA_FLAGS,
+  and prints what they run as. A flag that names a library but leaves this unchanged did nothing."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((16, 28, 28, 64)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 64, 64)), jnp.float32)
+  conv = functools.partial(lax.conv_general_dilated, window_strides=(1, 1), padding="SAME",
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  rows, cols = jnp.ones((12544, 64)), jnp.ones((64, 128))
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  for name, fn, args in (("3x3 convolution", conv, (x, w)), ("product", jnp.dot, (rows, cols))):
+    compiled = forward_backward(fn).lower(*args).compile()
+    counts = library_calls(compiled.as_text())
+    print(f"{name}, forward and backward: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
 def time_ms(fn, *args, repeats=3):
   jax.block_until_ready(fn(*args))
   start = time.perf_counter()
@@ -88,7 +123,10 @@ def main():
   parser.add_argument("--kernel_gradient_forms", action="store_true", help="only kernel gradients under the rule, "
                       "four ways (none is a fast path)")
   parser.add_argument("--pool", action="store_true", help="only max pooling's gradient")
+  parser.add_argument("--libraries", action="store_true", help="only which library each operation compiles to")
   args = parser.parse_args()
+  if args.libraries:
+    return libraries()
   if args.kernel_gradient:
     return kernel_gradients()
   if args.kernel_gradient_forms:

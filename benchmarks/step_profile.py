@@ -76,10 +76,13 @@ def main():
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="step_profile_")
   result = benchmark.measure(args.model, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
                              warmup=1, trace_dir=trace_dir)
-  groups = fusion_groups(open(os.path.join(trace_dir, "step.hlo.txt")).read())
+  with open(os.path.join(trace_dir, "step.hlo.txt")) as f:
+    groups = fusion_groups(f.read())
   trace = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))[-1]
+  with gzip.open(trace) as f:
+    events = json.load(f)["traceEvents"]
   per_op = collections.Counter()
-  for event in json.load(gzip.open(trace))["traceEvents"]:
+  for event in events:
     if event.get("ph") == "X" and event.get("name") in groups:  # the step's operations, not the runtime's spans
       per_op[event["name"]] += event["dur"] / 1000 / args.steps
   per_group = collections.Counter()

@@ -101,3 +101,25 @@ def test_the_kernel_gradient_forms_compared_in_conv_shapes_are_the_kernel_gradie
   padded = jnp.pad(x, ((0, 0), *pads, (0, 0)))
   for form in (conv_shapes._per_tap_kernel_gradient, conv_shapes._shifted_gradient_kernel_gradient):
     np.testing.assert_allclose(form(padded, dy, 3).reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_library_probe_counts_library_fusions_custom_calls_and_xlas_own_operations():
+  """`conv_shapes.py --libraries` reads the compiled module: which library each convolution and product runs in."""
+  from benchmarks import conv_shapes
+  hlo = "\n".join([
+      '  %c = f32[2,4,4,8]{3,2,1,0} convolution(%a, %b), window={size=3x3}',
+      '  %y = f32[2,4,4,8]{3,2,1,0} fusion(%a, %b), kind=kCustom, calls=%f, '
+      'backend_config={"fusion_config":{"kind":"__ynn_fusion"},"outer_dimension_partitions":[]}',
+      '  %d = f32[4,8]{1,0} dot(%p, %q), lhs_contracting_dims={1}, rhs_contracting_dims={0}',
+      '  %o = f32[4,8]{1,0} custom-call(%p, %q), custom_call_target="__onednn$matmul"',
+      '  %t = f32[8,4]{1,0} transpose(%d), dimensions={1,0}'])
+  assert conv_shapes.library_calls(hlo) == {"convolution": 1, "__ynn_fusion": 1, "dot": 1, "__onednn$matmul": 1}
+
+
+def test_the_library_probe_prints_what_each_operation_compiled_to(capsys):
+  from benchmarks import conv_shapes
+  conv_shapes.libraries()
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[0].startswith("XLA_FLAGS=")
+  assert lines[1].startswith("3x3 convolution, forward and backward: ") and "convolution" in lines[1]
+  assert lines[2].startswith("product, forward and backward: ") and "dot" in lines[2]
