@@ -59,6 +59,7 @@ KERNEL_GRADIENT_FORMS = [  # (batch, H=W, C_in, C_out): 3x3, stride 1, under the
     (16, 56, 128, 32), (16, 28, 128, 32), (16, 14, 128, 32),  # DenseNet-121's at 224 px
     (16, 28, 128, 128)]  # ResNet-50's second stage at 224 px
 
+SAME_3X3 = ((1, 1), (1, 1))
 CIFAR = [  # (batch, H=W, C_in, C_out): ResNet-20's three stages and its stem at 32 px, the digits presets' batch
     (64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64), (64, 32, 3, 16)]
 
@@ -230,9 +231,8 @@ def cifar_patches():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(0.1 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
-    pads = [(1, 1), (1, 1)]
-    xla = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    product = lambda x, w: fastconv._small_map(x, w, (1, 1), pads, None)
+    xla = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), SAME_3X3, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    product = lambda x, w: fastconv._small_map(x, w, (1, 1), SAME_3X3, None)
     np.testing.assert_allclose(xla(x, w), product(x, w), rtol=1e-4, atol=1e-4)
     plain, fast = time_ms(forward_backward(xla), x, w), time_ms(forward_backward(product), x, w)
     print(f"batch {batch} {size}x{size} {cin}->{cout}, forward and backward: XLA {plain:.1f} ms, product {fast:.1f} ms "

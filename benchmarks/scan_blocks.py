@@ -133,7 +133,7 @@ def main():
     else:
       assert jax.tree.structure(out) == jax.tree.structure(reference), "the scanned variant changed the tree"
       difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(out),
-                                                                         jax.tree.leaves(reference)))
+                                                                         jax.tree.leaves(reference), strict=True))
     print(json.dumps({"model": args.model, "variant": variant, "image_size": args.image_size,
                       "batch_size": args.batch_size, "lower_s": round(lower_s, 2), "compile_s": round(compile_s, 2),
                       "step_ms": round(step_ms, 1), "max_abs_difference": float(f"{difference:.3g}")}), flush=True)

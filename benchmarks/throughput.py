@@ -27,8 +27,8 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # a script in the checkout: import the checkout's cnn_flax
 
 FIELDS = ("model", "mode", "batch_size", "image_size", "dtype", "devices", "images_per_sec", "step_ms",
-          "compile_s", "lower_s", "init_s", "process_s", "peak_memory_mb", "memory_source", "model_gflops_per_image", "mfu",
-          "ratio_vs_torch", "ratio_vs_keras", "error")
+          "compile_s", "lower_s", "init_s", "process_s", "peak_memory_mb", "memory_source", "model_gflops_per_image",
+          "mfu", "ratio_vs_torch", "ratio_vs_keras", "error")
 
 
 def parse_args(argv=None):

@@ -132,13 +132,14 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   kind = jax.devices()[0].device_kind
   dtype_name = jnp.dtype(compute_dtype).name
   peak = next((rates.get(dtype_name) for name, rates in PEAK_FLOPS.items() if name in kind), None)
+  peak_total = None if peak is None else peak * jax.device_count()
   return {"model": model_name, "mode": mode, "batch_size": batch_size, "image_size": size, "dtype": dtype_name,
           "devices": jax.device_count(), "device_kind": kind, "images_per_sec": round(images_per_sec, 3),
           "step_ms": round(1000 * elapsed / steps, 3), "compile_s": round(compile_s, 2), "lower_s": round(lower_s, 2),
           "init_s": round(init_s, 2),
           "peak_memory_mb": None if memory_mb is None else round(memory_mb, 1), "memory_source": memory_source,
           "model_gflops_per_image": float(f"{flops_per_image / 1e9:.4g}"),  # 4 significant figures: LeNet is 0.0008
-          "mfu": None if peak is None else float(f"{images_per_sec * flops_per_image / (peak * jax.device_count()):.4g}")}
+          "mfu": None if peak is None else float(f"{images_per_sec * flops_per_image / peak_total:.4g}")}
 
 
 def measure_in_subprocess(model_name: str, timeout: float = 1800, **kwargs) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def test_the_scanned_resnet_of_the_scan_experiment_is_the_same_network():
     expected = model.apply(variables, x, train, mutable=mutable)
     got = scanned.apply(variables, x, train, mutable=mutable)
     assert jax.tree.structure(got) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   jaxpr = str(jax.make_jaxpr(lambda v: scanned.apply(v, x, False))(variables))
   assert jaxpr.count("scan[") == 3  # one per stage: blocks 1 and 2 of each of the three

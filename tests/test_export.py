@@ -84,7 +84,8 @@ def test_saved_model_round_trip(lenet_run, tmp_path):
   restored = inference.restore(lenet_run)
   # jax2tf and TensorFlow are loaded in processes of their own: the suite checks elsewhere that loading data and
   # training never import TensorFlow, which would be meaningless once this process had imported it.
-  exported = run_script("export.py", "--workdir", lenet_run, "--format", "saved_model", "--output", str(tmp_path / "tf"))
+  exported = run_script("export.py", "--workdir", lenet_run, "--format", "saved_model",
+                        "--output", str(tmp_path / "tf"))
   assert exported.returncode == 0, exported.stderr[-2000:]
   images = _images(restored, 3)
   np.save(tmp_path / "images.npy", images)

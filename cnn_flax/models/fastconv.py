@@ -115,7 +115,7 @@ def _depthwise(lhs, rhs, strides, pads, precision):
   views = windows(jnp.pad(lhs, ((0, 0), *pads, (0, 0))), kh, kw, strides)
   taps = rhs[:, :, 0].reshape(kh * kw, -1)  # (k*k, C), in the windows' order
   out = views[0] * taps[0]
-  for window, tap in zip(views[1:], taps[1:]):
+  for window, tap in zip(views[1:], taps[1:], strict=True):
     out = out + window * tap
   return out
 
@@ -131,7 +131,7 @@ def _small_map(lhs, rhs, strides, pads, precision):
 
 def _output_positions(in_hw, kernel, strides, pads) -> int:
   positions = 1
-  for size, k, stride, (low, high) in zip(in_hw, kernel, strides, pads):
+  for size, k, stride, (low, high) in zip(in_hw, kernel, strides, pads, strict=True):
     positions *= max(0, (size + low + high - k) // stride + 1)
   return positions
 
