@@ -219,13 +219,14 @@ def expand(points: list[dict[str, Any]], seeds: int) -> list[Run]:
   A run's name shows the values that vary between points (constants are in its command and config, not its name),
   then its seed.
   """
-  keys = [k for k in varying(points) if k != "seed"]
+  varying_keys = varying(points)  # once: it compares every point, so calling it per point made a sweep quadratic
+  keys = [k for k in varying_keys if k != "seed"]
   runs, seen = [], set()
   for point in points:
     point_name = _name(point, keys)
     for seed in (range(seeds) if seeds else [None]):
       overrides = dict(point) if seed is None else {**point, "seed": seed}
-      name = _name(overrides, keys + (["seed"] if "seed" in overrides and (seeds or "seed" in varying(points))
+      name = _name(overrides, keys + (["seed"] if "seed" in overrides and (seeds or "seed" in varying_keys)
                                       else []))
       if name in seen:
         raise UserError(f"the sweep holds the point {overrides} twice; remove the duplicate")
