@@ -126,7 +126,10 @@ def test_torchvision_mapping_round_trips(name):
   assert {k: v.shape for k, v in state_dict.items()} == convert.expected_torchvision_shapes(name)
   back = convert.from_torchvision(name, state_dict)
   assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(variables)
-  jax.tree.map(np.testing.assert_array_equal, back, variables)
+  # np.array_equal: exact, like assert_array_equal, which spends seconds per VGG on its NaN and inf bookkeeping
+  same = jax.tree.map(lambda a, b: np.shape(a) == np.shape(b) and np.array_equal(a, b), back, variables)
+  changed = [jax.tree_util.keystr(path) for path, ok in jax.tree_util.tree_leaves_with_path(same) if not ok]
+  assert not changed, f"the round trip changed {changed}"
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if models.info(n).keras is not None])
