@@ -391,6 +391,11 @@ def _truncate_largest_array_file(step_dir):
   return largest
 
 
+# Orbax's restore leaves coroutines behind when an array fails to read; when they are collected its broad `except`
+# turns the GeneratorExit into an Exception, which Python can only report as "ignored" (a user's run prints
+# nothing; only pytest's hook sees it). Upstream behaviour, not the checkpoint being set aside, so it is filtered.
+@pytest.mark.filterwarnings("ignore:Exception ignored in. <coroutine object _read_array_index_and_device_put"
+                            ":pytest.PytestUnraisableExceptionWarning")
 def test_a_damaged_latest_checkpoint_is_set_aside_and_the_previous_one_resumes(finished_run, tmp_path, capsys):
   config, straight_dir, _ = finished_run
   stopped = config.copy_and_resolve_references()
