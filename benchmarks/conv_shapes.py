@@ -59,6 +59,7 @@ KERNEL_GRADIENT_FORMS = [  # (batch, H=W, C_in, C_out): 3x3, stride 1, under the
     (16, 56, 128, 32), (16, 28, 128, 32), (16, 14, 128, 32),  # DenseNet-121's at 224 px
     (16, 28, 128, 128)]  # ResNet-50's second stage at 224 px
 
+CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")  # every convolution here: NHWC input and output, HWIO kernel
 SAME_3X3 = ((1, 1), (1, 1))
 CIFAR = [  # (batch, H=W, C_in, C_out): ResNet-20's three stages and its stem at 32 px, the digits presets' batch
     (64, 32, 16, 16), (64, 16, 32, 32), (64, 8, 64, 64), (64, 32, 3, 16)]
@@ -66,7 +67,7 @@ CIFAR = [  # (batch, H=W, C_in, C_out): ResNet-20's three stages and its stem at
 
 def xla_kernel_gradient(x, w, dy, strides, pads):
   """XLA's own kernel gradient (its backward-filter convolution), as autodiff of the NHWC convolution gives it."""
-  conv = lambda w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  conv = lambda w: lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=CHANNELS_LAST)
   return jax.vjp(conv, w)[1](dy)[0]
 
 
@@ -98,7 +99,7 @@ def libraries():
   x = jnp.asarray(rng.standard_normal((16, 28, 28, 64)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((3, 3, 64, 64)), jnp.float32)
   conv = functools.partial(lax.conv_general_dilated, window_strides=(1, 1), padding="SAME",
-                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                           dimension_numbers=CHANNELS_LAST)
   rows, cols = jnp.ones((12544, 64)), jnp.ones((64, 128))
   print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   for name, fn, args in (("3x3 convolution", conv, (x, w)), ("product", jnp.dot, (rows, cols))):
@@ -141,7 +142,7 @@ def main():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(0.01 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
-    args = dict(window_strides=(stride, stride), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    args = dict(window_strides=(stride, stride), padding="SAME", dimension_numbers=CHANNELS_LAST)
     plain = time_ms(forward_backward(functools.partial(lax.conv_general_dilated, **args)), x, w)
     fast = time_ms(forward_backward(functools.partial(fastconv.conv_general_dilated, **args)), x, w)
     print(f"batch {batch} {size}x{size} {cin}->{cout} stride {stride}: XLA {plain:.1f} ms, fast path {fast:.1f} ms "
@@ -151,14 +152,13 @@ def main():
 def kernel_gradients():
   """The kernel gradient alone, XLA's backward-filter convolution against the input's (strided) patches times the
   output gradient (`fastconv`'s product), with the size of the output gradient that the rule reads."""
-  dn = ("NHWC", "HWIO", "NHWC")
   for batch, size, cin, cout, k, stride in KERNEL_GRADIENT:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(0.01 * rng.standard_normal((k, k, cin, cout)), jnp.float32)
     pads = list(lax.padtype_to_pads(x.shape[1:3], (k, k), (stride, stride), "SAME"))
     out_shape = jax.eval_shape(lambda x, w, stride=stride, pads=pads: lax.conv_general_dilated(
-        x, w, (stride, stride), pads, dimension_numbers=dn), x, w).shape
+        x, w, (stride, stride), pads, dimension_numbers=CHANNELS_LAST), x, w).shape
     dy = jnp.asarray(rng.standard_normal(out_shape), jnp.float32)
     xla = jax.jit(lambda x, dy, w=w, stride=stride, pads=pads: xla_kernel_gradient(x, w, dy, (stride, stride), pads))
     product = jax.jit(lambda x, dy, k=k, stride=stride, pads=pads, w=w: fastconv._patches_kernel_gradient(
@@ -191,15 +191,14 @@ def _shifted_gradient_kernel_gradient(padded, dy, k: int):
 def kernel_gradient_forms():
   """3x3 kernel gradients that the rule leaves to XLA (small output gradients), XLA's against the patches product,
   k*k per-tap products and the shifted-output-gradient product: the measurement behind leaving them to XLA."""
-  pads = ((1, 1), (1, 1))
-  pad = lambda x: jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  pad = lambda x: jnp.pad(x, ((0, 0), *SAME_3X3, (0, 0)))
   for batch, size, cin, cout in KERNEL_GRADIENT_FORMS:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(0.01 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
     dy = jnp.asarray(rng.standard_normal((batch, size, size, cout)), jnp.float32)
     forms = {
-        "XLA": lambda x, dy, w=w: xla_kernel_gradient(x, w, dy, (1, 1), pads),
+        "XLA": lambda x, dy, w=w: xla_kernel_gradient(x, w, dy, (1, 1), SAME_3X3),
         "patches": lambda x, dy: fastconv._patches_kernel_gradient(pad(x), dy, 3, 3, (1, 1)),
         "per tap": lambda x, dy: _per_tap_kernel_gradient(pad(x), dy, 3),
         "shifted output gradient": lambda x, dy: _shifted_gradient_kernel_gradient(pad(x), dy, 3)}
@@ -231,7 +230,7 @@ def cifar_patches():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
     w = jnp.asarray(0.1 * rng.standard_normal((3, 3, cin, cout)), jnp.float32)
-    xla = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), SAME_3X3, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    xla = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), SAME_3X3, dimension_numbers=CHANNELS_LAST)
     product = lambda x, w: fastconv._small_map(x, w, (1, 1), SAME_3X3, None)
     np.testing.assert_allclose(xla(x, w), product(x, w), rtol=1e-4, atol=1e-4)
     plain, fast = time_ms(forward_backward(xla), x, w), time_ms(forward_backward(product), x, w)

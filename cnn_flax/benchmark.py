@@ -139,7 +139,7 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
           "init_s": round(init_s, 2),
           "peak_memory_mb": None if memory_mb is None else round(memory_mb, 1), "memory_source": memory_source,
           "model_gflops_per_image": float(f"{flops_per_image / 1e9:.4g}"),  # 4 significant figures: LeNet is 0.0008
-          "mfu": None if peak is None else float(f"{images_per_sec * flops_per_image / peak_total:.4g}")}
+          "mfu": None if peak_total is None else float(f"{images_per_sec * flops_per_image / peak_total:.4g}")}
 
 
 def measure_in_subprocess(model_name: str, timeout: float = 1800, **kwargs) -> dict[str, Any]:
