@@ -4,6 +4,14 @@
 (its `conv_general_dilated` field; see `layers.Conv`), so kernels keep their HWIO layout and names: checkpoints,
 weight import and parameter counts do not change. On the CPU backend it computes
 
+* every float32 convolution with static shapes on a single device in oneDNN (`onednn.conv`, forward and both
+  gradients), where oneDNN is installed and a C++ compiler is at hand (benchmarks/README.md has the figures).
+  Multi-device meshes and shard_map bodies (a custom call has no sharding rule), batch-polymorphic exports (no
+  static shape; and an exported module must not name a handler only this process has) and bfloat16 take the
+  paths below;
+
+and otherwise (without oneDNN, or outside those cases)
+
 * a 1x1 convolution (any stride, one group) as a strided slice then one matrix product over the channel axis:
   XLA:CPU sends such convolutions through its generic convolution path, several times slower than a dot;
 * a depthwise convolution (one group per input channel, depth multiplier 1) as k*k shifted multiply-adds:
@@ -32,6 +40,8 @@ import os
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from cnn_flax.models import onednn
 
 _CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
 
@@ -187,6 +197,17 @@ def _product_kernel_gradient_bwd(strides, pads, residuals, dy):
 _product_kernel_gradient.defvjp(_product_kernel_gradient_fwd, _product_kernel_gradient_bwd)
 
 
+def _in_onednn(lhs, rhs, pads) -> bool:
+  """Whether oneDNN computes this convolution: float32 (which XLA:CPU computes in full whatever `precision`
+  asks, as oneDNN does), static shapes, one device and not inside shard_map, padding not negative."""
+  static = all(isinstance(d, int) for d in (*lhs.shape, *rhs.shape))
+  # Inside shard_map (per-device BatchNorm) values carry the manual mesh axes they vary over, which a custom
+  # call's results do not: the custom VJP's types would not match.
+  manual = bool(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
+  return (static and not manual and lhs.dtype == rhs.dtype == jnp.float32
+          and all(p >= 0 for pair in pads for p in pair) and jax.device_count() == 1 and onednn.available())
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                          dimension_numbers=None, feature_group_count=1, batch_group_count=1, precision=None,
                          preferred_element_type=None):
@@ -202,6 +223,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   kh, kw, in_per_group, out_channels = rhs.shape
   strides = tuple(window_strides)
   pads = explicit_padding(padding, lhs.shape[1:3], (kh, kw), strides)
+  if _in_onednn(lhs, rhs, pads):
+    return onednn.conv(lhs, rhs, strides, pads, feature_group_count)
   if (kh, kw) == (1, 1) and feature_group_count == 1:
     return _pointwise(lhs, rhs, strides, pads, precision)
   if feature_group_count == lhs.shape[-1] == out_channels and in_per_group == 1:

@@ -1,11 +1,27 @@
-"""The CPU fast paths compute what lax computes (convolutions, max pooling): outputs and gradients, every shape."""
+"""The CPU fast paths compute what lax computes (convolutions, max pooling): outputs and gradients, every shape.
+Convolutions are checked both ways: in oneDNN (the default where it builds) and with XLA's rewrites (without it)."""
+import platform
+import shutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax.models import fastconv, fastpool
+from cnn_flax.models import fastconv, fastpool, onednn
+
+ONEDNN_EXPECTED = platform.system() == "Linux" and platform.machine() == "x86_64" and shutil.which("c++")
+
+
+@pytest.fixture(params=["onednn", "xla"])
+def conv_path(request, monkeypatch):
+  """Runs a test with oneDNN's convolutions, then with XLA's rewrites alone."""
+  if request.param == "xla":
+    monkeypatch.setenv("CNN_FLAX_ONEDNN", "0")
+  elif not onednn.available():
+    pytest.skip("oneDNN is not available here")
+  return request.param
 
 CASES = [  # (input HW, in channels, kernel, out channels, stride, padding, groups)
     (9, 8, 1, 12, 1, "SAME", 1),  # 1x1: a dot over channels
@@ -21,11 +37,20 @@ CASES = [  # (input HW, in channels, kernel, out channels, stride, padding, grou
     (3, 4, 3, 6, 1, "VALID", 1),  # one output position
     (5, 3, 5, 4, 2, ((2, 2), (2, 2)), 1),  # 5x5, stride 2, symmetric padding: 3x3 output
     (9, 4, 3, 8, 1, "SAME", 2),  # grouped, not depthwise: left to XLA
+    # Channel counts in oneDNN's blocks of 8 and 16, where it picks blocked kernel layouts:
+    (12, 16, 3, 32, 1, "SAME", 1),
+    (16, 3, 7, 16, 2, ((3, 3), (3, 3)), 1),  # ResNet's stem
+    (8, 32, 1, 64, 2, "VALID", 1),
+    (8, 32, 3, 32, 2, "SAME", 32),  # strided depthwise
+    (6, 16, 3, 32, 1, "SAME", 2),  # two groups
+    (9, 4, 3, 8, 1, "SAME", 4),  # depth multiplier 2
+    (10, 3, 3, 8, 2, "VALID", 1),  # the last input column unread (AlexNet's 11x11/4 stem at 224 px)
+    (11, 8, 3, 8, 2, "SAME", 8),  # depthwise, the same
 ]
 
 
 @pytest.mark.parametrize("size, cin, k, cout, stride, padding, groups", CASES)
-def test_same_outputs_and_gradients_as_lax(size, cin, k, cout, stride, padding, groups):
+def test_same_outputs_and_gradients_as_lax(conv_path, size, cin, k, cout, stride, padding, groups):
   rng = np.random.default_rng(size * cin + k)
   x = jnp.asarray(rng.standard_normal((2, size, size, cin)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((k, k, cin // groups, cout)), jnp.float32)  # asymmetric: a swap shows
@@ -46,6 +71,7 @@ def test_same_outputs_and_gradients_as_lax(size, cin, k, cout, stride, padding, 
 
 
 def test_the_rewrites_are_taken_on_cpu_and_not_elsewhere(monkeypatch):
+  monkeypatch.setenv("CNN_FLAX_ONEDNN", "0")  # XLA's rewrites: what runs without oneDNN
   x = jnp.ones((1, 4, 4, 3))
   args = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   pointwise = jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(x, jnp.ones((1, 1, 3, 5)))
@@ -63,6 +89,47 @@ def test_the_rewrites_are_taken_on_cpu_and_not_elsewhere(monkeypatch):
   assert "conv_general_dilated" in str(off)
 
 
+@pytest.mark.skipif(not ONEDNN_EXPECTED, reason="oneDNN's wheel is for Linux x86-64 and needs a C++ compiler")
+def test_onednn_builds_where_its_wheel_and_a_compiler_are():
+  """requirements.txt installs oneDNN here: the handlers must build, or the CPU path silently loses its speed."""
+  assert onednn._load() is None
+  assert onednn.available()
+
+
+def test_onednn_takes_single_device_float32_and_nothing_else(monkeypatch):
+  if not onednn.available():
+    pytest.skip("oneDNN is not available here")
+  args = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  # A new function each time: JAX caches traces by function, and the choice is made while tracing.
+  traced = lambda x, w: str(jax.make_jaxpr(lambda x, w: fastconv.conv_general_dilated(x, w, **args))(x, w))
+  x, w = jnp.ones((2, 6, 6, 3)), jnp.ones((3, 3, 3, 5))
+  assert "CnnFlaxConvForward" in traced(x, w)
+  assert "CnnFlaxConvForward" not in traced(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))
+  batch = jax.export.symbolic_shape("b")[0]  # a batch-polymorphic export: portable StableHLO only
+  exported = jax.export.export(jax.jit(lambda x, w: fastconv.conv_general_dilated(x, w, **args)))(
+      jax.ShapeDtypeStruct((batch, 6, 6, 3), jnp.float32), w)
+  assert "CnnFlaxConv" not in exported.mlir_module()
+  inside_shard_map = jax.shard_map(lambda x: fastconv.conv_general_dilated(x, w, **args),
+                                   mesh=jax.make_mesh((1,), ("data",)), in_specs=jax.P(), out_specs=jax.P())
+  assert "CnnFlaxConvForward" not in str(jax.make_jaxpr(inside_shard_map)(x))  # per-device BatchNorm's body
+  monkeypatch.setattr(jax, "device_count", lambda: 2)  # a mesh: the custom call has no sharding rule
+  assert "CnnFlaxConvForward" not in traced(x, w)
+  monkeypatch.undo()
+  monkeypatch.setenv("CNN_FLAX_ONEDNN", "0")
+  assert "CnnFlaxConvForward" not in traced(x, w)
+
+
+def test_onednn_under_vmap_is_lax(conv_path):
+  """Ten-crop evaluation vmaps the model over the crops: the custom call runs once per crop."""
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.standard_normal((3, 2, 7, 7, 4)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 4, 8)), jnp.float32)
+  args = dict(window_strides=(2, 2), padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  fast = jax.jit(jax.vmap(lambda x: fastconv.conv_general_dilated(x, w, **args)))(x)
+  np.testing.assert_allclose(fast, jax.vmap(lambda x: jax.lax.conv_general_dilated(x, w, **args))(x),
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_a_flax_conv_keeps_its_parameters():
   plain = nn.Conv(8, (1, 1), strides=(2, 2))
   fast = nn.Conv(8, (1, 1), strides=(2, 2), conv_general_dilated=fastconv.conv_general_dilated)
@@ -75,6 +142,7 @@ def test_a_flax_conv_keeps_its_parameters():
 @pytest.mark.parametrize("chunks, kernel, stride", [(1, 3, 1), (2, 3, 1), (1, 7, 2), (2, 3, 2)])
 def test_the_kernel_gradient_as_a_matrix_product(monkeypatch, chunks, kernel, stride):
   """Large output gradients: XLA's forward and input gradient, the kernel gradient as one GEMM (strided too)."""
+  monkeypatch.setenv("CNN_FLAX_ONEDNN", "0")  # a rewrite of XLA's path: without oneDNN
   monkeypatch.setattr(fastconv, "_chunks", lambda batch, patch_bytes: chunks)  # the scan over batch slices too
   rng = np.random.default_rng(chunks)
   x = jnp.asarray(rng.standard_normal((2, 20, 20, 16)), jnp.float32)
