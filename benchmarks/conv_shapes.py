@@ -7,6 +7,7 @@ cnn_flax/models/fastconv.py and fastpool.py.
   python benchmarks/conv_shapes.py --kernel_gradient_forms  # below the rule: XLA's against three other products
   python benchmarks/conv_shapes.py --cifar           # ResNet-20's layers: XLA's against a patches product
   python benchmarks/conv_shapes.py --pool            # max pooling's gradient: XLA's against fastpool's
+  python benchmarks/conv_shapes.py --onednn          # the zoo's layers in oneDNN against XLA's fast paths
   XLA_FLAGS=... python benchmarks/conv_shapes.py --libraries  # which library XLA:CPU hands a convolution and a
                                                      # dot to under those flags (YNNPACK, oneDNN, its own)
 
@@ -27,7 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from cnn_flax.models import fastconv, fastpool  # noqa: E402
+from cnn_flax.models import fastconv, fastpool, onednn  # noqa: E402
 
 SMALL = [  # (batch, H=W, C_in, C_out, stride): ImageNet networks' last stages at 32 px
     (32, 2, 512, 1024, 1), (32, 1, 1024, 1024, 1), (32, 2, 512, 512, 1), (32, 4, 512, 512, 1),
@@ -58,6 +59,13 @@ KERNEL_GRADIENT_FORMS = [  # (batch, H=W, C_in, C_out): 3x3, stride 1, under the
     (64, 32, 48, 12), (64, 16, 48, 12), (64, 8, 48, 12),  # DenseNet-BC-100's growth convolutions
     (16, 56, 128, 32), (16, 28, 128, 32), (16, 14, 128, 32),  # DenseNet-121's at 224 px
     (16, 28, 128, 128)]  # ResNet-50's second stage at 224 px
+
+ONEDNN = [  # (batch, H=W, C_in, C_out, kernel, stride, groups): ResNet-50's layers at 224 px, batch 16, and others
+    (16, 224, 3, 64, 7, 2, 1), (16, 56, 64, 64, 3, 1, 1), (16, 56, 64, 256, 1, 1, 1), (16, 56, 256, 128, 1, 2, 1),
+    (16, 28, 128, 128, 3, 1, 1), (16, 14, 256, 256, 3, 1, 1), (16, 7, 512, 512, 3, 1, 1), (16, 14, 1024, 256, 1, 1, 1),
+    (16, 56, 128, 32, 3, 1, 1),  # a DenseNet-121 growth convolution
+    (16, 112, 64, 64, 3, 1, 64), (16, 14, 512, 512, 3, 1, 512),  # MobileNet v1's depthwise convolutions
+    (64, 32, 16, 16, 3, 1, 1), (64, 8, 64, 64, 3, 1, 1)]  # ResNet-20 at the digits presets' batch
 
 CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")  # every convolution here: NHWC input and output, HWIO kernel
 SAME_3X3 = ((1, 1), (1, 1))
@@ -126,9 +134,12 @@ def main():
                       "four ways (none is a fast path)")
   parser.add_argument("--pool", action="store_true", help="only max pooling's gradient")
   parser.add_argument("--libraries", action="store_true", help="only which library each operation compiles to")
+  parser.add_argument("--onednn", action="store_true", help="only oneDNN's convolutions against XLA's fast paths")
   args = parser.parse_args()
   if args.libraries:
     return libraries()
+  if args.onednn:
+    return onednn_layers()
   if args.kernel_gradient:
     return kernel_gradients()
   if args.kernel_gradient_forms:
@@ -147,6 +158,30 @@ def main():
     fast = time_ms(forward_backward(functools.partial(fastconv.conv_general_dilated, **args)), x, w)
     print(f"batch {batch} {size}x{size} {cin}->{cout} stride {stride}: XLA {plain:.1f} ms, fast path {fast:.1f} ms "
           f"({plain / fast:.2f}x)", flush=True)
+
+
+def onednn_layers():
+  """Forward and both gradients of the zoo's layers: fastconv with oneDNN (the default where it builds) against
+  fastconv without it (`CNN_FLAX_ONEDNN=0`: XLA's convolutions and the rewrites)."""
+  if not onednn.available():
+    return print("oneDNN is not available here (see cnn_flax/models/onednn.py)")
+  for batch, size, cin, cout, k, stride, groups in ONEDNN:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin)), jnp.float32)
+    w = jnp.asarray(0.01 * rng.standard_normal((k, k, cin // groups, cout)), jnp.float32)
+    conv = functools.partial(fastconv.conv_general_dilated, window_strides=(stride, stride), padding="SAME",
+                             dimension_numbers=CHANNELS_LAST, feature_group_count=groups)
+    with_onednn = forward_backward(conv)
+    os.environ["CNN_FLAX_ONEDNN"] = "0"  # read while tracing: the second function compiles without oneDNN
+    try:
+      without = forward_backward(lambda x, w, conv=conv: conv(x, w))  # a new function: a new trace
+      without_ms = time_ms(without, x, w)
+    finally:
+      del os.environ["CNN_FLAX_ONEDNN"]
+    onednn_ms = time_ms(with_onednn, x, w)
+    kind = "depthwise" if groups == cin else f"{k}x{k}"
+    print(f"batch {batch} {size}x{size} {cin}->{cout} {kind} stride {stride}, forward and backward: XLA's paths "
+          f"{without_ms:.1f} ms, oneDNN {onednn_ms:.1f} ms ({without_ms / onednn_ms:.2f}x)", flush=True)
 
 
 def kernel_gradients():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU figures of benchmarks/README.md, in one sitting (about an hour on a 2-core CPU):
 #   bash benchmarks/cpu_table.sh [PYTHON [SECTION ...]]   # PYTHON: an interpreter with torch/torchvision for the peers
-#   bash benchmarks/cpu_table.sh python3 compile          # one section: peers, fastconv, memory, compile, bn_sync
+#   bash benchmarks/cpu_table.sh python3 compile          # one section: peers, fastconv, onednn, memory, compile,
+#                                                         # bn_sync
 # Rows go to benchmarks/results/<section>.jsonl (a section rewrites its own file only); every figure is one process
 # of benchmarks/throughput.py.
 set -uo pipefail
@@ -22,10 +23,18 @@ if want peers; then
 fi
 
 if want fastconv; then
-  : > "$OUT/fastconv.jsonl"   # the CPU fast paths off (CNN_FLAX_FAST_CONV=0), same settings
+  : > "$OUT/fastconv.jsonl"   # every CPU fast path off (CNN_FLAX_FAST_CONV=0, oneDNN's too), same settings
   for m in resnet50 vgg16 densenet121 mobilenet_v1; do
     steps=5; [ "$m" = vgg16 ] && steps=3
     CNN_FLAX_FAST_CONV=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 >> "$OUT/fastconv.jsonl"
+  done
+fi
+
+if want onednn; then
+  : > "$OUT/onednn.jsonl"   # oneDNN's convolutions off (CNN_FLAX_ONEDNN=0: XLA's paths), same settings as peers
+  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
+    steps=5; [ "$m" = vgg16 ] && steps=3
+    CNN_FLAX_ONEDNN=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 >> "$OUT/onednn.jsonl"
   done
 fi
 

@@ -47,7 +47,11 @@ def fusion_groups(hlo_text: str) -> dict[str, str]:
     body = "\n".join(bodies.get(called.group(1), [])) if called else line
     op_name = re.search(r'op_name="([^"]+)"', line)
     op_name = op_name.group(1) if op_name else ""
-    if " convolution(" in body:
+    onednn = re.search(r'custom_call_target="CnnFlaxConv(\w+)"', body)  # cnn_flax/models/onednn.py's handlers
+    if onednn:
+      group = {"Forward": "convolutions: forward", "InputGradient": "convolutions: input gradients"}.get(
+          onednn.group(1), "convolutions: kernel gradients (oneDNN)")
+    elif " convolution(" in body:
       group = ("convolutions: input gradients" if "transpose(" in op_name else
                "convolutions: forward" if op_name else "convolutions: kernel gradients (XLA's)")
     elif " dot(" in body:

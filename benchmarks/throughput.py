@@ -51,14 +51,28 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
+def per_model_flags(argv: list[str]) -> list[str]:
+  """The command line less --model and --csv, in either spelling (`--csv f`, `--csv=f`): what each model's own
+  process is given."""
+  flags, skip = [], False
+  for arg in argv:
+    if skip:
+      skip = False
+    elif arg in ("--model", "--csv"):
+      skip = True  # its value is the next argument
+    elif not arg.startswith(("--model=", "--csv=")):
+      flags.append(arg)
+  return flags
+
+
 def run_all(args) -> None:
   """One process per model, so that a crash or a memory peak stays with its model."""
   import subprocess
 
   from cnn_flax import models
   rows = []
+  flags = per_model_flags(sys.argv[1:])
   for name in models.names():
-    flags = [a for a in sys.argv[1:] if not a.startswith(("--model", "--csv"))]
     result = subprocess.run([sys.executable, os.path.abspath(__file__), f"--model={name}", *flags],
                             capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()

@@ -1,5 +1,6 @@
 """The throughput benchmark: it times the real step and reports what the contract names (benchmarks/throughput.py)."""
 import json
+import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -80,9 +81,12 @@ def test_the_step_profile_names_every_timed_operation(tmp_path):
   import gzip
 
   from benchmarks import step_profile
+  from cnn_flax.models import onednn
   benchmark.measure("lenet5", batch_size=4, steps=1, warmup=0, trace_dir=str(tmp_path))
   groups = step_profile.fusion_groups((tmp_path / "step.hlo.txt").read_text())
-  assert {"convolutions: forward", "convolutions: input gradients", "convolutions: kernel gradients (XLA's)",
+  kernel_gradients = "convolutions: kernel gradients (oneDNN)" if onednn.available() else \
+      "convolutions: kernel gradients (XLA's)"
+  assert {"convolutions: forward", "convolutions: input gradients", kernel_gradients,
           "matrix products"} <= set(groups.values())
   traces = list(tmp_path.rglob("*.trace.json.gz"))
   assert len(traces) == 1
@@ -123,3 +127,23 @@ def test_the_library_probe_prints_what_each_operation_compiled_to(capsys):
   assert lines[0].startswith("XLA_FLAGS=")
   assert lines[1].startswith("3x3 convolution, forward and backward: ") and "convolution" in lines[1]
   assert lines[2].startswith("product, forward and backward: ") and "dot" in lines[2]
+
+
+def test_each_models_process_gets_the_flags_less_model_and_csv():
+  """`--model all` starts one process per model with the rest of the command line, in either spelling."""
+  from benchmarks import throughput
+  argv = ["--model", "all", "--batch_size", "4", "--csv", "zoo.csv", "--steps=1", "--csv=x.csv", "--model=all"]
+  assert throughput.per_model_flags(argv) == ["--batch_size", "4", "--steps=1"]
+
+
+def test_the_onednn_comparison_times_both_paths(monkeypatch, capsys):
+  from benchmarks import conv_shapes
+  from cnn_flax.models import onednn
+  if not onednn.available():
+    pytest.skip("oneDNN is not available here")
+  monkeypatch.setattr(conv_shapes, "ONEDNN", [(2, 6, 4, 8, 3, 1, 1), (2, 6, 4, 4, 3, 2, 4)])
+  conv_shapes.onednn_layers()
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 2 and all("XLA's paths" in line and "oneDNN" in line for line in lines)
+  assert "depthwise" in lines[1]
+  assert "CNN_FLAX_ONEDNN" not in os.environ  # the switch is put back
