@@ -1,11 +1,18 @@
 """The same model's training (or inference) step in PyTorch (torchvision) or Keras 3 on JAX, timed like ours.
 
 Optional: a peer that is not installed is skipped with a line saying so. Both run in float32 on the CPU, where
-they are compared; PyTorch uses channels_last, its fastest CPU layout for these networks.
+they are compared; PyTorch uses channels_last, its fastest CPU layout for these networks. `throughput.py --peer`
+times each in a process of its own (`measure_apart`).
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TORCHVISION = {"alexnet": "alexnet", "vgg11": "vgg11", "vgg13": "vgg13", "vgg16": "vgg16", "vgg19": "vgg19",
                "vgg11_bn": "vgg11_bn", "vgg16_bn": "vgg16_bn", "googlenet_bn": "googlenet", "resnet18": "resnet18",
@@ -28,6 +35,20 @@ def measure(peer: str, model: str, batch_size: int, image_size: int, steps: int,
   except ImportError as e:
     return {"skipped": f"{peer} is not installed ({e.name}); pip install "
                        f"{'torch torchvision' if peer == 'torch' else 'keras'}"}
+
+
+def measure_apart(peer: str, model: str, batch_size: int, image_size: int, steps: int, warmup: int,
+                  mode: str) -> dict:
+  """`measure` in a process of its own, started after cnn_flax's step has been timed: the peer shares no threads
+  and no libraries with it. In one process, PyTorch ran its step far slower once cnn_flax's oneDNN handlers had
+  run (two OpenMP runtimes, each with its own threads; benchmarks/README.md)."""
+  code = "import json, sys; from benchmarks import peers; print(json.dumps(peers.measure(*json.loads(sys.argv[1]))))"
+  done = subprocess.run([sys.executable, "-c", code, json.dumps([peer, model, batch_size, image_size, steps, warmup,
+                                                                  mode])], cwd=ROOT, capture_output=True, text=True)
+  lines = done.stdout.strip().splitlines()
+  if done.returncode or not lines:
+    return {"skipped": f"{peer} failed: " + (done.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+  return json.loads(lines[-1])
 
 
 def _timed(step, steps: int, warmup: int, sync) -> tuple[float, float]:

@@ -111,7 +111,7 @@ def main(argv=None) -> None:
         file=sys.stderr)
   for peer in args.peer:
     from benchmarks import peers
-    figures = peers.measure(peer, args.model, result["batch_size"], result["image_size"], args.steps, args.warmup,
+    figures = peers.measure_apart(peer, args.model, result["batch_size"], result["image_size"], args.steps, args.warmup,
                             args.mode)
     result[f"peer_{peer}"] = figures
     if figures.get("images_per_sec"):

@@ -4,11 +4,11 @@
 (its `conv_general_dilated` field; see `layers.Conv`), so kernels keep their HWIO layout and names: checkpoints,
 weight import and parameter counts do not change. On the CPU backend it computes
 
-* every float32 convolution with static shapes on a single device in oneDNN (`onednn.conv`, forward and both
-  gradients), where oneDNN is installed and a C++ compiler is at hand (benchmarks/README.md has the figures).
-  Multi-device meshes and shard_map bodies (a custom call has no sharding rule), batch-polymorphic exports (no
-  static shape; and an exported module must not name a handler only this process has) and bfloat16 take the
-  paths below;
+* every float32 convolution with static shapes on a single device, except a strided 1x1, in oneDNN
+  (`onednn.conv`, forward and both gradients), where oneDNN is installed and a C++ compiler is at hand
+  (benchmarks/README.md has the figures). Multi-device meshes and shard_map bodies (a custom call has no sharding
+  rule), batch-polymorphic exports (no static shape; and an exported module must not name a handler only this
+  process has) and bfloat16 take the paths below;
 
 and otherwise (without oneDNN, or outside those cases)
 
@@ -223,7 +223,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   kh, kw, in_per_group, out_channels = rhs.shape
   strides = tuple(window_strides)
   pads = explicit_padding(padding, lhs.shape[1:3], (kh, kw), strides)
-  if _in_onednn(lhs, rhs, pads):
+  # A strided 1x1 (ResNet's projections) stays a slice and a product: 0.58x in oneDNN (conv_shapes.py --onednn).
+  strided_pointwise = (kh, kw) == (1, 1) and strides != (1, 1) and feature_group_count == 1
+  if not strided_pointwise and _in_onednn(lhs, rhs, pads):
     return onednn.conv(lhs, rhs, strides, pads, feature_group_count)
   if (kh, kw) == (1, 1) and feature_group_count == 1:
     return _pointwise(lhs, rhs, strides, pads, precision)
