@@ -82,20 +82,16 @@ struct Primitive {
   std::unique_ptr<dnnl::reorder> reorder;  // HWIO -> that layout (or back, for the kernel gradient), if they differ
 };
 
-std::mutex cache_mutex;
-std::unordered_map<std::string, std::shared_ptr<Primitive>> cache;
+// Held by every handler for its whole call (see the top of the file), so it guards `cache` too.
 std::mutex run_mutex;
+std::unordered_map<std::string, std::shared_ptr<Primitive>> cache;
 
+// Call with run_mutex held.
 template <typename Make>
 std::shared_ptr<Primitive> Cached(const std::string& key, Make make) {
-  {
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    auto found = cache.find(key);
-    if (found != cache.end()) return found->second;
-  }
-  std::shared_ptr<Primitive> made = make();
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  return cache.emplace(key, made).first->second;
+  auto found = cache.find(key);
+  if (found != cache.end()) return found->second;
+  return cache.emplace(key, make()).first->second;
 }
 
 template <typename Kind>
