@@ -200,12 +200,8 @@ _product_kernel_gradient.defvjp(_product_kernel_gradient_fwd, _product_kernel_gr
 def _in_onednn(lhs, rhs, pads) -> bool:
   """Whether oneDNN computes this convolution: float32 (which XLA:CPU computes in full whatever `precision`
   asks, as oneDNN does), static shapes, one device and not inside shard_map, padding not negative."""
-  static = all(isinstance(d, int) for d in (*lhs.shape, *rhs.shape))
-  # Inside shard_map (per-device BatchNorm) values carry the manual mesh axes they vary over, which a custom
-  # call's results do not: the custom VJP's types would not match.
-  manual = bool(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
-  return (static and not manual and lhs.dtype == rhs.dtype == jnp.float32
-          and all(p >= 0 for pair in pads for p in pair) and jax.device_count() == 1 and onednn.available())
+  return (lhs.dtype == rhs.dtype == jnp.float32 and all(p >= 0 for pair in pads for p in pair)
+          and onednn.applies(lhs, rhs))
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

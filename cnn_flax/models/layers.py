@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_flax.models import fastconv
+from cnn_flax.models.batchnorm import BatchNorm
 from cnn_flax.models.fastpool import max_pool  # noqa: F401  (the models take their max pooling from here)
 
 # A partial of nn.Conv, not a subclass: modules keep the class name Conv, so parameter paths do not change.
@@ -118,11 +119,14 @@ class ConvBN(nn.Module):
     x = Conv(self.features, kernel_size, strides=_pair(self.strides), padding=padding,
                 use_bias=self.use_bias, feature_group_count=self.groups, dtype=self.dtype,
                 kernel_init=self.kernel_init, bias_init=self.bias_init, name="conv")(x)
+    act = self.act
     if self.use_bn:
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=self.epsilon,
-                       dtype=self.dtype, scale_init=self.scale_init, name="bn")(x)
-    if self.act is not None:
-      x = self.act(x)
+      relu = act is nn.relu  # then BatchNorm applies it, in the same pass over memory where oneDNN computes both
+      x = BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=self.epsilon,
+                    dtype=self.dtype, scale_init=self.scale_init, relu=relu, name="bn")(x)
+      act = None if relu else act
+    if act is not None:
+      x = act(x)
     return x
 
 

@@ -1,4 +1,5 @@
-"""Convolutions in oneDNN, the library PyTorch's CPU convolutions run in, called from XLA:CPU through `jax.ffi`.
+"""Convolutions and BatchNorm in oneDNN, the library PyTorch's CPU convolutions run in, called from XLA:CPU through
+`jax.ffi`.
 
 XLA:CPU computes convolutions in YNNPACK (jax 0.10); its own oneDNN convolution rewriter is compiled out of the
 pip jaxlib. oneDNN's kernels, forward and both gradients, are 1.0-2.9x faster on ResNet-50's layers on the
@@ -6,10 +7,13 @@ development CPU and 4-10x on MobileNet's depthwise ones (`python benchmarks/conv
 `fastconv` sends float32 convolutions on a single CPU device through `conv` below. The kernel stays an HWIO
 array and the activations NHWC: parameters, checkpoints and weight import are untouched.
 
-The handlers (`onednn_conv.cc`) are compiled on first use with the C++ compiler (`$CXX`, else `c++`) against the
-installed jaxlib's FFI headers and the oneDNN of the `onednn-devel-cpu-gomp` wheel (requirements.txt, Linux
-x86-64), and cached under `~/.cache/cnn_flax` keyed by the source and the versions (about 6 s, once). Where any
-of these is missing, `available()` is False, one log line says why, and XLA computes every convolution as before.
+`batchnorm.BatchNorm` computes its training pass in oneDNN too (`onednn_batchnorm.cc`; see there why).
+
+The handlers (`onednn_conv.cc`, `onednn_batchnorm.cc`) are compiled on first use with the C++ compiler (`$CXX`,
+else `c++`) against the installed jaxlib's FFI headers and the oneDNN of the `onednn-devel-cpu-gomp` wheel
+(requirements.txt, Linux x86-64), and cached under `~/.cache/cnn_flax` keyed by the sources and the versions (about
+6 s, once). Where any of these is missing, `available()` is False, one log line says why, and XLA computes every
+convolution and BatchNorm as before.
 `CNN_FLAX_ONEDNN=0` switches this path off alone; `CNN_FLAX_FAST_CONV=0` switches off every CPU rewrite.
 """
 from __future__ import annotations
@@ -31,9 +35,12 @@ import jax
 import jaxlib
 import numpy as np
 
-_SOURCE = pathlib.Path(__file__).with_name("onednn_conv.cc")
+_HERE = pathlib.Path(__file__).parent
+_SOURCES = [_HERE / "onednn_conv.cc", _HERE / "onednn_batchnorm.cc"]
+_HEADER = _HERE / "onednn_common.h"
 _HANDLERS = {"forward": "CnnFlaxConvForward", "input_gradient": "CnnFlaxConvInputGradient",
-             "kernel_gradient": "CnnFlaxConvKernelGradient"}
+             "kernel_gradient": "CnnFlaxConvKernelGradient", "bn_forward": "CnnFlaxBatchNormForward",
+             "bn_backward": "CnnFlaxBatchNormBackward"}
 _log = logging.getLogger(__name__)
 
 
@@ -59,8 +66,9 @@ def _cache_dir() -> pathlib.Path:
 
 
 def _build(compiler: str, include: pathlib.Path, library: pathlib.Path) -> pathlib.Path:
-  """The handlers' shared library, compiled unless the cache holds this source built against these versions."""
-  recipe = "\n".join([_SOURCE.read_text(), jaxlib.__version__, str(include), str(library), compiler])
+  """The handlers' shared library, compiled unless the cache holds these sources built against these versions."""
+  sources = [f.read_text() for f in (*_SOURCES, _HEADER)]
+  recipe = "\n".join([*sources, jaxlib.__version__, str(include), str(library), compiler])
   target = _cache_dir() / f"onednn_conv-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.so"
   if target.is_file():
     return target
@@ -69,11 +77,11 @@ def _build(compiler: str, include: pathlib.Path, library: pathlib.Path) -> pathl
   handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
   os.close(handle)
   command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", "-I", jax.ffi.include_dir(), "-I",
-             str(include), str(_SOURCE), str(library), f"-Wl,-rpath,{library.parent}", "-o", partial]
+             str(include), *map(str, _SOURCES), str(library), f"-Wl,-rpath,{library.parent}", "-o", partial]
   try:
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-      raise RuntimeError(f"compiling {_SOURCE.name} failed: {done.stderr.strip().splitlines()[-1:]}")
+      raise RuntimeError(f"compiling the oneDNN handlers failed: {done.stderr.strip().splitlines()[-1:]}")
     os.replace(partial, target)
   finally:
     if os.path.exists(partial):
@@ -81,31 +89,37 @@ def _build(compiler: str, include: pathlib.Path, library: pathlib.Path) -> pathl
   return target
 
 
-@functools.cache
 def _load() -> str | None:
   """Builds, loads and registers the handlers once per process; the reason they are unavailable, or None."""
-  reason = _build_and_register()
+  return _library()[1]
+
+
+@functools.cache
+def _library() -> tuple[ctypes.CDLL | None, str | None]:
+  library, reason = _build_and_register()
   if reason is not None:
-    _log.info("oneDNN convolutions unavailable (%s); XLA computes them", reason)
-  return reason
+    _log.info("oneDNN convolutions and BatchNorm unavailable (%s); XLA computes them", reason)
+  return library, reason
 
 
-def _build_and_register() -> str | None:
+def _build_and_register() -> tuple[ctypes.CDLL | None, str | None]:
   if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-    return f"no oneDNN wheel for {platform.system()} {platform.machine()}"
+    return None, f"no oneDNN wheel for {platform.system()} {platform.machine()}"
   compiler = shutil.which(os.environ.get("CXX", "c++"))
   if compiler is None:
-    return "no C++ compiler (set CXX)"
+    return None, "no C++ compiler (set CXX)"
   found = _find_onednn()
   if found is None:
-    return "oneDNN not installed (pip install -r requirements.txt)"
+    return None, "oneDNN not installed (pip install -r requirements.txt)"
   try:
     library = ctypes.cdll.LoadLibrary(str(_build(compiler, *found)))
   except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-    return str(e)
+    return None, str(e)
   for symbol in _HANDLERS.values():
     jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
-  return None
+  library.CnnFlaxBatchNormReluMaskBytes.restype = ctypes.c_int64
+  library.CnnFlaxBatchNormReluMaskBytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
+  return library, None
 
 
 def available() -> bool:
@@ -115,14 +129,37 @@ def available() -> bool:
   return _load() is None
 
 
-def _call(handler: str, result_shape, a, b, strides, pads, groups: int):
+def applies(*arrays) -> bool:
+  """Whether oneDNN may compute on these arrays here: static shapes, one device, not inside shard_map, and the
+  handlers available. Inside shard_map (per-device BatchNorm) values carry the manual mesh axes they vary over,
+  which a custom call's results do not, so a custom VJP's types would not match."""
+  static = all(isinstance(d, int) for a in arrays for d in a.shape)
+  manual = bool(getattr(jax.sharding.get_abstract_mesh(), "manual_axes", ()))
+  return static and not manual and jax.device_count() == 1 and available()
+
+
+def call(handler: str, results, *operands, **attributes):
+  """The handler's custom call: `results` one `jax.ShapeDtypeStruct` or a list of them."""
   reason = _load()  # registers the handlers, for callers that did not ask `available()` first
   if reason is not None:
-    raise RuntimeError(f"oneDNN convolutions are unavailable: {reason}")
-  return jax.ffi.ffi_call(_HANDLERS[handler], jax.ShapeDtypeStruct(result_shape, a.dtype),
-                          vmap_method="sequential")(
-      a, b, strides=np.asarray(strides, np.int64), padding=np.asarray([p for pair in pads for p in pair], np.int64),
-      groups=np.int64(groups))
+    raise RuntimeError(f"oneDNN's handlers are unavailable: {reason}")
+  return jax.ffi.ffi_call(_HANDLERS[handler], results, vmap_method="sequential")(*operands, **attributes)
+
+
+def relu_mask_bytes(rows: int, channels: int) -> int:
+  """The length of the ReLU mask (oneDNN's workspace) that a (rows, channels) BatchNorm with ReLU keeps."""
+  library, reason = _library()
+  if reason is not None:
+    raise RuntimeError(f"oneDNN's handlers are unavailable: {reason}")
+  size = library.CnnFlaxBatchNormReluMaskBytes(rows, channels)
+  if size < 0:
+    raise RuntimeError(f"oneDNN has no BatchNorm with ReLU for {rows} x {channels}")
+  return size
+
+
+def _call(handler: str, result_shape, a, b, strides, pads, groups: int):
+  return call(handler, jax.ShapeDtypeStruct(result_shape, a.dtype), a, b, strides=np.asarray(strides, np.int64),
+              padding=np.asarray([p for pair in pads for p in pair], np.int64), groups=np.int64(groups))
 
 
 def output_shape(lhs_shape, rhs_shape, strides, pads) -> tuple[int, ...]:

@@ -5,30 +5,24 @@
 // reordered into the layout oneDNN's primitive prefers (blocked) on each call, which costs little next to the
 // convolution. Grouped convolutions (depthwise included) take a `groups` attribute.
 //
-// A primitive is created once per shape (oneDNN generates its kernel then) and kept in a cache. Each primitive
-// already runs on every core (OpenMP), so calls are serialised, creation included: XLA may issue independent
-// convolutions from several threads at once, and two OpenMP teams on the same cores slow each other down many
-// times over (without the lock, ResNet-50's 224 px step had not run five steps in 12 minutes; with it, 4 s a step).
+// A primitive is created once per shape (oneDNN generates its kernel then) and kept in a cache; calls are
+// serialised (onednn_common.h says why).
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
-#include "dnnl.hpp"
-#include "xla/ffi/api/ffi.h"
+#include "onednn_common.h"
 
 namespace ffi = xla::ffi;
+using cnn_flax::Engine;
+using cnn_flax::OwnScratchpad;
 using dims = dnnl::memory::dims;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
 namespace {
-
-dnnl::engine& Engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
 
 // One convolution's shapes in oneDNN's terms (NCHW-ordered dims; the memory layouts say where elements lie).
 struct Geometry {
@@ -61,14 +55,6 @@ dnnl::memory::desc Activations(const dims& d) { return dnnl::memory::desc(d, dt:
 dnnl::memory::desc AnyLayout(const dims& d) { return dnnl::memory::desc(d, dt::f32, tag::any); }
 dnnl::memory::desc Hwio(const Geometry& g) { return dnnl::memory::desc(g.weights, dt::f32, g.weight_strides); }
 
-// Each call passes its own scratch memory: oneDNN's default, a scratchpad kept per calling thread, crashed its
-// im2col kernels (AlexNet's stem, from the second step on) when XLA called from different threads.
-dnnl::primitive_attr OwnScratchpad() {
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return attr;
-}
-
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
   return dnnl::convolution_forward::primitive_desc(
       Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Activations(g.src),
@@ -82,11 +68,10 @@ struct Primitive {
   std::unique_ptr<dnnl::reorder> reorder;  // HWIO -> that layout (or back, for the kernel gradient), if they differ
 };
 
-// Held by every handler for its whole call (see the top of the file), so it guards `cache` too.
-std::mutex run_mutex;
+// Guarded by cnn_flax::RunMutex(), which every handler holds for its whole call.
 std::unordered_map<std::string, std::shared_ptr<Primitive>> cache;
 
-// Call with run_mutex held.
+// Call with cnn_flax::RunMutex() held.
 template <typename Make>
 std::shared_ptr<Primitive> Cached(const std::string& key, Make make) {
   auto found = cache.find(key);
@@ -129,16 +114,12 @@ ffi::Error CheckExact(const Geometry& g) {
   return ffi::Error::Success();
 }
 
-ffi::Error Failed(const dnnl::error& e) {
-  return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution: ") + e.what());
-}
-
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding, int64_t groups) {
   try {
     Geometry g = MakeGeometry(x.dimensions(), w.dimensions(), y->dimensions(), strides, padding, groups);
     if (auto bad = CheckExact(g); bad.failure()) return bad;
-    std::lock_guard<std::mutex> lock(run_mutex);  // creation too: see the top of the file
+    std::lock_guard<std::mutex> lock(cnn_flax::RunMutex());  // creation too: see onednn_common.h
     auto p = Cached(g.Key('f'), [&] {
       auto pd = ForwardDesc(g);
       return Finish<dnnl::convolution_forward>(g, pd, pd.weights_desc(), false);
@@ -152,7 +133,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result
                        {DNNL_ARG_SCRATCHPAD, dnnl::memory(p->scratchpad, e)}});
     s.wait();
   } catch (const dnnl::error& e) {
-    return Failed(e);
+    return cnn_flax::Failed("oneDNN convolution", e);
   }
   return ffi::Error::Success();
 }
@@ -163,7 +144,7 @@ ffi::Error InputGradient(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi:
   try {
     Geometry g = MakeGeometry(dx->dimensions(), w.dimensions(), dy.dimensions(), strides, padding, groups);
     if (auto bad = CheckExact(g); bad.failure()) return bad;
-    std::lock_guard<std::mutex> lock(run_mutex);  // creation too: see the top of the file
+    std::lock_guard<std::mutex> lock(cnn_flax::RunMutex());  // creation too: see onednn_common.h
     auto p = Cached(g.Key('d'), [&] {
       auto pd = dnnl::convolution_backward_data::primitive_desc(
           Engine(), dnnl::algorithm::convolution_direct, Activations(g.src), AnyLayout(g.weights),
@@ -179,7 +160,7 @@ ffi::Error InputGradient(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w, ffi:
                        {DNNL_ARG_SCRATCHPAD, dnnl::memory(p->scratchpad, e)}});
     s.wait();
   } catch (const dnnl::error& e) {
-    return Failed(e);
+    return cnn_flax::Failed("oneDNN convolution", e);
   }
   return ffi::Error::Success();
 }
@@ -190,7 +171,7 @@ ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi
   try {
     Geometry g = MakeGeometry(x.dimensions(), dw->dimensions(), dy.dimensions(), strides, padding, groups);
     if (auto bad = CheckExact(g); bad.failure()) return bad;
-    std::lock_guard<std::mutex> lock(run_mutex);  // creation too: see the top of the file
+    std::lock_guard<std::mutex> lock(cnn_flax::RunMutex());  // creation too: see onednn_common.h
     auto p = Cached(g.Key('w'), [&] {
       auto pd = dnnl::convolution_backward_weights::primitive_desc(
           Engine(), dnnl::algorithm::convolution_direct, Activations(g.src), AnyLayout(g.weights),
@@ -208,7 +189,7 @@ ffi::Error KernelGradient(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi
     if (p->reorder) p->reorder->execute(s, kernel, hwio);
     s.wait();
   } catch (const dnnl::error& e) {
-    return Failed(e);
+    return cnn_flax::Failed("oneDNN convolution", e);
   }
   return ffi::Error::Success();
 }

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnn_flax.models import registry
+from cnn_flax.models.batchnorm import BatchNorm
 from cnn_flax.models.layers import Conv, LocalResponseNorm, adaptive_avg_pool, max_pool
 
 # Each stage is a tuple of (out_channels, kernel) convs; a 2x2/2 max-pool follows every stage.
@@ -83,10 +84,11 @@ class VGG(nn.Module):
         pad = (k - 1) // 2  # 1 for 3x3 (size-preserving), 0 for config C's 1x1
         x = Conv(features, (k, k), padding=((pad, pad), (pad, pad)), kernel_init=conv_init, dtype=self.dtype,
                  name=f"conv{s}_{i}")(x)
-        if self.batch_norm:
-          x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon, dtype=self.dtype,
-                           name=f"bn{s}_{i}")(x)
-        x = nn.relu(x)
+        if self.batch_norm:  # BatchNorm and ReLU in one (in oneDNN's single pass on a CPU)
+          x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=self.bn_epsilon, dtype=self.dtype,
+                        relu=True, name=f"bn{s}_{i}")(x)
+        else:
+          x = nn.relu(x)
         if self.lrn and s == 1 and i == 1:
           x = LocalResponseNorm(dtype=self.dtype, name="lrn")(x)
       x = max_pool(x, (2, 2), strides=(2, 2))
