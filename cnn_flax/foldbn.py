@@ -62,7 +62,8 @@ def folded_apply(model: nn.Module, pairs, folded_variables: dict, biases: dict, 
   def substitute(next_fun, args, kwargs, context):
     module = context.module
     if context.method_name == "__call__" and isinstance(module, nn.BatchNorm) and tuple(module.path) in folded_bns:
-      return args[0]  # already applied by the convolution before it
+      # Already applied by the convolution before it; a BatchNorm that fuses the ReLU after it still owes that.
+      return nn.relu(args[0]) if getattr(module, "relu", False) else args[0]
     y = next_fun(*args, **kwargs)
     if context.method_name == "__call__" and isinstance(module, nn.Conv) and tuple(module.path) in biases:
       y = y + biases[tuple(module.path)].astype(y.dtype)

@@ -8,11 +8,14 @@ the same pass). In training mode, float32, on a single CPU device (where `fastco
 too) it computes the statistics, the normalisation and their gradient in oneDNN; everywhere else, and always in
 evaluation (running averages: a scale and a shift that XLA fuses into its neighbours), it is Flax's own code.
 The variables, their names, shapes and initialisers and the running-average update are Flax's, so checkpoints,
-weight import and parameter counts do not change. `CNN_FLAX_ONEDNN=0` or `CNN_FLAX_FAST_CONV=0` switches it off.
+weight import and parameter counts do not change. `CNN_FLAX_ONEDNN_BATCHNORM=0` switches this path off alone (for
+comparisons: `benchmarks/cpu_table.sh python3 onednn_bn`); `CNN_FLAX_ONEDNN=0` or `CNN_FLAX_FAST_CONV=0` switch
+it off with the convolutions'.
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import flax.linen as nn
 import jax
@@ -48,9 +51,10 @@ class BatchNorm(nn.BatchNorm):
   def _in_onednn(self, x, mask) -> bool:
     """The cases oneDNN's primitive computes as Flax does: float32 throughout, the last axis the features,
     a scale and a bias, no mask and no statistics across devices (`axis_name`)."""
-    return (fastconv.enabled() and x.ndim >= 2 and self.axis in (-1, x.ndim - 1) and self.use_scale
-            and self.use_bias and mask is None and self.axis_name is None and x.dtype == jnp.float32
-            and self.dtype in (None, jnp.float32) and self.param_dtype == jnp.float32
+    switched_off = os.environ.get("CNN_FLAX_ONEDNN_BATCHNORM", "1") == "0"
+    return (fastconv.enabled() and not switched_off and x.ndim >= 2 and self.axis in (-1, x.ndim - 1)
+            and self.use_scale and self.use_bias and mask is None and self.axis_name is None
+            and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32) and self.param_dtype == jnp.float32
             and onednn.applies(x))
 
 

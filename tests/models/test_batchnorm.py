@@ -93,7 +93,10 @@ def test_evaluation_and_other_cases_stay_flax(monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: 2)  # a mesh: the custom call has no sharding rule
   assert "CnnFlaxBatchNorm" not in traced(BatchNorm(use_running_average=False), x)
   monkeypatch.undo()
-  monkeypatch.setenv("CNN_FLAX_ONEDNN", "0")
+  monkeypatch.setenv("CNN_FLAX_ONEDNN_BATCHNORM", "0")  # this path alone
+  assert "CnnFlaxBatchNorm" not in traced(BatchNorm(use_running_average=False), x)
+  monkeypatch.undo()
+  monkeypatch.setenv("CNN_FLAX_ONEDNN", "0")  # with oneDNN's convolutions
   assert "CnnFlaxBatchNorm" not in traced(BatchNorm(use_running_average=False), x)
 
 
