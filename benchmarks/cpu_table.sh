@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The CPU figures of benchmarks/README.md, in one sitting (about an hour on a 2-core CPU):
 #   bash benchmarks/cpu_table.sh [PYTHON [SECTION ...]]   # PYTHON: an interpreter with torch/torchvision for the peers
-#   bash benchmarks/cpu_table.sh python3 compile          # one section: peers, fastconv, onednn, memory, compile,
-#                                                         # bn_sync
+#   bash benchmarks/cpu_table.sh python3 compile          # one section: peers, fastconv, onednn, onednn_bn,
+#                                                         # memory, compile, bn_sync
 # Rows go to benchmarks/results/<section>.jsonl (a section rewrites its own file only); every figure is one process
 # of benchmarks/throughput.py.
 set -uo pipefail
@@ -27,6 +27,15 @@ if want fastconv; then
   for m in resnet50 vgg16 densenet121 mobilenet_v1; do
     steps=5; [ "$m" = vgg16 ] && steps=3
     CNN_FLAX_FAST_CONV=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 >> "$OUT/fastconv.jsonl"
+  done
+fi
+
+if want onednn_bn; then
+  : > "$OUT/onednn_bn.jsonl"   # BatchNorm in XLA, convolutions still in oneDNN (CNN_FLAX_ONEDNN_BATCHNORM=0)
+  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
+    steps=5; [ "$m" = vgg16 ] && steps=3
+    CNN_FLAX_ONEDNN_BATCHNORM=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 \
+      >> "$OUT/onednn_bn.jsonl"
   done
 fi
 

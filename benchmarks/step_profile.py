@@ -9,8 +9,9 @@ time: on a CPU two operations can run at once, so the groups add up to more than
 shares. Groups: convolutions forward, their input gradients (named `transpose(jvp(...))` by JAX), XLA's other
 convolutions (kernel gradients, which carry no name), matrix products (the fast paths' 1x1 convolutions and
 kernel-gradient products), concatenations, reductions (BatchNorm statistics, pooling), copies and transposes, and
-the remaining elementwise work (BatchNorm's normalisation, activations, the optimizer). The trace itself stays in
-`--trace_dir` for TensorBoard or Perfetto.
+the remaining elementwise work (BatchNorm's normalisation, activations, the optimizer); with oneDNN, its
+BatchNorm calls (statistics, normalisation, the ReLU after it and their gradient) are a group of their own. The
+trace itself stays in `--trace_dir` for TensorBoard or Perfetto.
 """
 import argparse
 import collections
@@ -48,7 +49,9 @@ def fusion_groups(hlo_text: str) -> dict[str, str]:
     op_name = re.search(r'op_name="([^"]+)"', line)
     op_name = op_name.group(1) if op_name else ""
     onednn = re.search(r'custom_call_target="CnnFlaxConv(\w+)"', body)  # cnn_flax/models/onednn.py's handlers
-    if onednn:
+    if 'custom_call_target="CnnFlaxBatchNorm' in body:
+      group = "BatchNorm and its ReLU, forward and backward (oneDNN)"
+    elif onednn:
       group = {"Forward": "convolutions: forward", "InputGradient": "convolutions: input gradients"}.get(
           onednn.group(1), "convolutions: kernel gradients (oneDNN)")
     elif " convolution(" in body:

@@ -92,6 +92,9 @@ def test_the_step_profile_names_every_timed_operation(tmp_path):
   assert len(traces) == 1
   events = json.load(gzip.open(traces[0]))["traceEvents"]
   assert any(e.get("ph") == "X" and e.get("name") in groups for e in events)  # the steps' operations were traced
+  batch_norm = '  %ffi_call.7 = (f32[2,4]) custom-call(f32[2,4] %x), custom_call_target="CnnFlaxBatchNormForward"'
+  assert step_profile.fusion_groups(batch_norm) == {
+      "ffi_call.7": "BatchNorm and its ReLU, forward and backward (oneDNN)"}
 
 
 def test_the_kernel_gradient_forms_compared_in_conv_shapes_are_the_kernel_gradient():
