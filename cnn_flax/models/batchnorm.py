@@ -49,13 +49,13 @@ class BatchNorm(nn.BatchNorm):
     return y
 
   def _in_onednn(self, x, mask) -> bool:
-    """The cases oneDNN's primitive computes as Flax does: float32 throughout, the last axis the features,
-    a scale and a bias, no mask and no statistics across devices (`axis_name`)."""
+    """The cases oneDNN's primitive computes as Flax does (float32 throughout, the last axis the features, a scale
+    and a bias, no mask and no statistics across devices: `axis_name`) and faster: with generated kernels."""
     switched_off = os.environ.get("CNN_FLAX_ONEDNN_BATCHNORM", "1") == "0"
     return (fastconv.enabled() and not switched_off and x.ndim >= 2 and self.axis in (-1, x.ndim - 1)
             and self.use_scale and self.use_bias and mask is None and self.axis_name is None
             and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32) and self.param_dtype == jnp.float32
-            and onednn.applies(x))
+            and onednn.applies(x) and onednn.batch_norm_has_kernels(int(np.prod(x.shape[:-1])), x.shape[-1]))
 
 
 _flax_call = nn.BatchNorm.__call__.__wrapped__

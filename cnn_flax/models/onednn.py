@@ -117,8 +117,9 @@ def _build_and_register() -> tuple[ctypes.CDLL | None, str | None]:
     return None, str(e)
   for symbol in _HANDLERS.values():
     jax.ffi.register_ffi_target(symbol, jax.ffi.pycapsule(getattr(library, symbol)), platform="cpu")
-  library.CnnFlaxBatchNormReluMaskBytes.restype = ctypes.c_int64
-  library.CnnFlaxBatchNormReluMaskBytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
+  for query in (library.CnnFlaxBatchNormReluMaskBytes, library.CnnFlaxBatchNormHasKernels):
+    query.restype = ctypes.c_int64
+    query.argtypes = [ctypes.c_int64, ctypes.c_int64]
   return library, None
 
 
@@ -155,6 +156,14 @@ def relu_mask_bytes(rows: int, channels: int) -> int:
   if size < 0:
     raise RuntimeError(f"oneDNN has no BatchNorm with ReLU for {rows} x {channels}")
   return size
+
+
+@functools.lru_cache(maxsize=None)
+def batch_norm_has_kernels(rows: int, channels: int) -> bool:
+  """Whether oneDNN generates kernels for a (rows, channels) BatchNorm on this CPU. Without them (a channel count
+  that is not a multiple of its vector width) it runs generic loops, slower than XLA (onednn_batchnorm.cc)."""
+  library, reason = _library()
+  return reason is None and library.CnnFlaxBatchNormHasKernels(rows, channels) == 1
 
 
 def _call(handler: str, result_shape, a, b, strides, pads, groups: int):

@@ -147,6 +147,25 @@ extern "C" int64_t CnnFlaxBatchNormReluMaskBytes(int64_t rows, int64_t channels)
   }
 }
 
+// 1 if oneDNN has generated (jit) kernels for a (rows, channels) BatchNorm with ReLU, forward and backward; 0 if
+// only its generic loops, -1 if nothing. The generic loops are what a channel count that is not a multiple of the
+// vector width gets: 3-10x slower than Flax's BatchNorm in XLA (DenseNet-BC's 12-channel growth: 196 channels,
+// 16x32x32x196 at batch 64, 195 ms forward and backward against XLA's 65 and oneDNN's jit kernels' 28 for 200).
+extern "C" int64_t CnnFlaxBatchNormHasKernels(int64_t rows, int64_t channels) {
+  try {
+    auto data = Matrix(rows, channels);
+    auto how = flags::use_scale | flags::use_shift | flags::fuse_norm_relu;
+    auto forward = dnnl::batch_normalization_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_training, data, data, 1e-5f, how);
+    auto backward = dnnl::batch_normalization_backward::primitive_desc(
+        Engine(), dnnl::prop_kind::backward, data, data, data, 1e-5f, how, forward);
+    auto generated = [](const std::string& name) { return name.find("jit") != std::string::npos; };
+    return generated(forward.impl_info_str()) && generated(backward.impl_info_str()) ? 1 : 0;
+  } catch (const dnnl::error&) {
+    return -1;
+  }
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CnnFlaxBatchNormForward, Forward,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
