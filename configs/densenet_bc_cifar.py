@@ -8,8 +8,8 @@ Paper recipe (needs CIFAR-10 prepared, see the README):
 
 Bundled-data preset:
   python train.py --config configs/densenet_bc_cifar.py:digits
-  Expected (measured here, 2-core CPU, cold compilation cache): 97.46% test accuracy after 3 epochs (66 steps),
-  436 s wall (about 15 images/s: 100 layers of concatenations are slow on XLA:CPU).
+  Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 96.90% test accuracy after 3
+  epochs (66 steps), 163 s wall: about 35 images/s, its steps alone 121 s (436 s on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
 
