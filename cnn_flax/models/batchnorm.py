@@ -1,12 +1,15 @@
-"""BatchNorm whose training pass runs in oneDNN on a CPU: Flax's `nn.BatchNorm`, the same variables, the same results.
+"""BatchNorm whose training pass runs in oneDNN on a CPU: Flax's `nn.BatchNorm`, its variables, its results (to float
+rounding).
 
 Once the convolutions run in oneDNN, BatchNorm is the largest part of a CNN's training step on a CPU: its
 statistics, normalisation and gradient are memory-bound passes that XLA:CPU runs on one core, while oneDNN's
 batch-normalisation primitive runs on all of them and reads the input and the gradient once for both of the
 gradient's sums. `BatchNorm` is `nn.BatchNorm` plus one field, `relu` (a ReLU after it, which oneDNN applies in
 the same pass). In training mode, float32, on a single CPU device (where `fastconv` sends convolutions to oneDNN
-too) it computes the statistics, the normalisation and their gradient in oneDNN; everywhere else, and always in
-evaluation (running averages: a scale and a shift that XLA fuses into its neighbours), it is Flax's own code.
+too), for channel counts oneDNN generates kernels for (multiples of the vector width; it runs generic loops, slower
+than XLA, for the rest), it computes the statistics, the normalisation and their gradient in oneDNN; everywhere
+else, and always in evaluation (running averages: a scale and a shift that XLA fuses into its neighbours), it is
+Flax's own code.
 The variables, their names, shapes and initialisers and the running-average update are Flax's, so checkpoints,
 weight import and parameter counts do not change. `CNN_FLAX_ONEDNN_BATCHNORM=0` switches this path off alone (for
 comparisons: `benchmarks/cpu_table.sh python3 onednn_bn`); `CNN_FLAX_ONEDNN=0` or `CNN_FLAX_FAST_CONV=0` switch
@@ -55,7 +58,7 @@ class BatchNorm(nn.BatchNorm):
     return (fastconv.enabled() and not switched_off and x.ndim >= 2 and self.axis in (-1, x.ndim - 1)
             and self.use_scale and self.use_bias and mask is None and self.axis_name is None
             and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32) and self.param_dtype == jnp.float32
-            and onednn.applies(x) and onednn.batch_norm_has_kernels(int(np.prod(x.shape[:-1])), x.shape[-1]))
+            and onednn.applies(x) and onednn.batch_norm_has_kernels(_rows(x), x.shape[-1]))
 
 
 _flax_call = nn.BatchNorm.__call__.__wrapped__
