@@ -139,20 +139,23 @@ def applies(*arrays) -> bool:
   return static and not manual and jax.device_count() == 1 and available()
 
 
-def call(handler: str, results, *operands, **attributes):
-  """The handler's custom call: `results` one `jax.ShapeDtypeStruct` or a list of them."""
-  reason = _load()  # registers the handlers, for callers that did not ask `available()` first
+def _loaded() -> ctypes.CDLL:
+  """The handlers' library, built and registered (for callers that did not ask `available()` first)."""
+  library, reason = _library()
   if reason is not None:
     raise RuntimeError(f"oneDNN's handlers are unavailable: {reason}")
+  return library
+
+
+def call(handler: str, results, *operands, **attributes):
+  """The handler's custom call: `results` one `jax.ShapeDtypeStruct` or a list of them."""
+  _loaded()
   return jax.ffi.ffi_call(_HANDLERS[handler], results, vmap_method="sequential")(*operands, **attributes)
 
 
 def relu_mask_bytes(rows: int, channels: int) -> int:
   """The length of the ReLU mask (oneDNN's workspace) that a (rows, channels) BatchNorm with ReLU keeps."""
-  library, reason = _library()
-  if reason is not None:
-    raise RuntimeError(f"oneDNN's handlers are unavailable: {reason}")
-  size = library.CnnFlaxBatchNormReluMaskBytes(rows, channels)
+  size = _loaded().CnnFlaxBatchNormReluMaskBytes(rows, channels)
   if size < 0:
     raise RuntimeError(f"oneDNN has no BatchNorm with ReLU for {rows} x {channels}")
   return size

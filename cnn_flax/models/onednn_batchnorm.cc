@@ -11,7 +11,6 @@
 // backward pass reads the input and the gradient once for both sums (one 16x56x56x256 BatchNorm and ReLU, forward
 // and backward: about 20 ms here against XLA's 76).
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,18 +40,32 @@ dnnl::memory::desc Matrix(int64_t rows, int64_t channels) {
 }
 dnnl::memory::desc Vector(int64_t channels) { return dnnl::memory::desc({channels}, dt::f32, tag::x); }
 
+// A description only, no kernel generated yet: the queries below take it without the lock.
+dnnl::batch_normalization_forward::primitive_desc ForwardDesc(int64_t rows, int64_t channels, float epsilon,
+                                                              bool relu,
+                                                              const dnnl::primitive_attr& attr = {}) {
+  auto how = flags::use_scale | flags::use_shift | (relu ? flags::fuse_norm_relu : flags::none);
+  auto data = Matrix(rows, channels);
+  return dnnl::batch_normalization_forward::primitive_desc(Engine(), dnnl::prop_kind::forward_training, data,
+                                                           data, epsilon, how, attr);
+}
+
+dnnl::batch_normalization_backward::primitive_desc BackwardDesc(
+    const dnnl::batch_normalization_forward::primitive_desc& forward, const dnnl::primitive_attr& attr = {}) {
+  auto data = forward.src_desc();
+  return dnnl::batch_normalization_backward::primitive_desc(Engine(), dnnl::prop_kind::backward, data, data, data,
+                                                            forward.get_epsilon(), forward.get_flags(), forward,
+                                                            attr);
+}
+
 // Call with cnn_flax::RunMutex() held.
 std::shared_ptr<Primitives> Get(int64_t rows, int64_t channels, float epsilon, bool relu) {
   std::string key = std::to_string(rows) + "," + std::to_string(channels) + "," + std::to_string(epsilon) +
                     (relu ? ",relu" : "");
   auto found = cache.find(key);
   if (found != cache.end()) return found->second;
-  auto how = flags::use_scale | flags::use_shift | (relu ? flags::fuse_norm_relu : flags::none);
-  auto data = Matrix(rows, channels);
-  auto forward = dnnl::batch_normalization_forward::primitive_desc(
-      Engine(), dnnl::prop_kind::forward_training, data, data, epsilon, how, cnn_flax::OwnScratchpad());
-  auto backward = dnnl::batch_normalization_backward::primitive_desc(
-      Engine(), dnnl::prop_kind::backward, data, data, data, epsilon, how, forward, cnn_flax::OwnScratchpad());
+  auto forward = ForwardDesc(rows, channels, epsilon, relu, cnn_flax::OwnScratchpad());
+  auto backward = BackwardDesc(forward, cnn_flax::OwnScratchpad());
   auto p = std::make_shared<Primitives>(Primitives{dnnl::batch_normalization_forward(forward),
                                                    dnnl::batch_normalization_backward(backward),
                                                    forward.scratchpad_desc(), backward.scratchpad_desc(),
@@ -137,11 +150,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Buff
 // Called through ctypes when the computation is traced; -1 if oneDNN has no such primitive.
 extern "C" int64_t CnnFlaxBatchNormReluMaskBytes(int64_t rows, int64_t channels) {
   try {
-    auto data = Matrix(rows, channels);  // a description only: no kernel is generated, so no lock is needed
-    auto forward = dnnl::batch_normalization_forward::primitive_desc(
-        Engine(), dnnl::prop_kind::forward_training, data, data, 1e-5f,
-        flags::use_scale | flags::use_shift | flags::fuse_norm_relu);
-    return static_cast<int64_t>(forward.workspace_desc().get_size());
+    return static_cast<int64_t>(ForwardDesc(rows, channels, 1e-5f, true).workspace_desc().get_size());
   } catch (const dnnl::error&) {
     return -1;
   }
@@ -153,12 +162,8 @@ extern "C" int64_t CnnFlaxBatchNormReluMaskBytes(int64_t rows, int64_t channels)
 // 16x32x32x196 at batch 64, 195 ms forward and backward against XLA's 65 and oneDNN's jit kernels' 28 for 200).
 extern "C" int64_t CnnFlaxBatchNormHasKernels(int64_t rows, int64_t channels) {
   try {
-    auto data = Matrix(rows, channels);
-    auto how = flags::use_scale | flags::use_shift | flags::fuse_norm_relu;
-    auto forward = dnnl::batch_normalization_forward::primitive_desc(
-        Engine(), dnnl::prop_kind::forward_training, data, data, 1e-5f, how);
-    auto backward = dnnl::batch_normalization_backward::primitive_desc(
-        Engine(), dnnl::prop_kind::backward, data, data, data, 1e-5f, how, forward);
+    auto forward = ForwardDesc(rows, channels, 1e-5f, true);
+    auto backward = BackwardDesc(forward);
     auto generated = [](const std::string& name) { return name.find("jit") != std::string::npos; };
     return generated(forward.impl_info_str()) && generated(backward.impl_info_str()) ? 1 : 0;
   } catch (const dnnl::error&) {
