@@ -7,7 +7,7 @@ import json
 
 from absl import app, flags
 
-from cnn_flax import cli
+from cnn_flax import cli, hugepages
 
 _RUN = cli.define_checkpoint_flags("Evaluate")
 _SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: the run's eval split).")
@@ -25,4 +25,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hugepages.reexec()
   app.run(main, flags_parser=cli.parse_flags)

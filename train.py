@@ -5,7 +5,7 @@ Rerunning the same command resumes from the workdir's latest checkpoint. `python
 from absl import app, flags
 from ml_collections import config_flags
 
-from cnn_flax import cli
+from cnn_flax import cli, hugepages
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally with a preset: "
                                           "configs/vgg16.py:digits.", lock_config=True)
@@ -23,4 +23,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  hugepages.reexec()
   app.run(main, flags_parser=cli.parse_flags)

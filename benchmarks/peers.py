@@ -18,7 +18,7 @@ TORCHVISION = {"alexnet": "alexnet", "vgg11": "vgg11", "vgg13": "vgg13", "vgg16"
                "vgg11_bn": "vgg11_bn", "vgg16_bn": "vgg16_bn", "googlenet_bn": "googlenet", "resnet18": "resnet18",
                "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152",
                "densenet121": "densenet121", "densenet161": "densenet161", "densenet169": "densenet169",
-               "densenet201": "densenet201"}
+               "densenet201": "densenet201", "mobilenet_v1": "mobilenet_v1"}
 KERAS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "resnet101": "ResNet101",
          "resnet152": "ResNet152", "densenet121": "DenseNet121", "densenet169": "DenseNet169",
          "densenet201": "DenseNet201", "mobilenet_v1": "MobileNet"}
@@ -70,7 +70,8 @@ def _torch(name, batch_size, image_size, steps, warmup, mode):
   import torch
   import torchvision
   kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-  net = getattr(torchvision.models, name)(weights=None, **kwargs).to(memory_format=torch.channels_last)
+  build = _torch_mobilenet_v1 if name == "mobilenet_v1" else getattr(torchvision.models, name)
+  net = build(weights=None, **kwargs).to(memory_format=torch.channels_last)
   x = torch.randn(batch_size, 3, image_size, image_size).to(memory_format=torch.channels_last)
   y = torch.randint(0, 1000, (batch_size,))
   opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -89,6 +90,23 @@ def _torch(name, batch_size, image_size, steps, warmup, mode):
   first, elapsed = _timed(train_step if mode == "train" else eval_step, steps, warmup, lambda: None)
   return {"images_per_sec": round(steps * batch_size / elapsed, 3), "step_ms": round(1000 * elapsed / steps, 3),
           "first_step_s": round(first, 2), "threads": torch.get_num_threads(), "version": torch.__version__}
+
+
+def _torch_mobilenet_v1(weights=None):
+  """MobileNet v1 (Howard et al. 2017, Table 1; 4.23M parameters, as cnn_flax's): torchvision has only v2 and v3."""
+  del weights
+  from torch import nn
+
+  def conv_bn(cin, cout, stride, groups=1):
+    return [nn.Conv2d(cin, cout, 3 if groups > 1 or cin == 3 else 1, stride, 1 if groups > 1 or cin == 3 else 0,
+                      groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+  layers, cin = conv_bn(3, 32, 2), 32
+  for cout, stride in [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2),
+                                                                                                     (1024, 1)]:
+    layers += conv_bn(cin, cin, stride, groups=cin) + conv_bn(cin, cout, 1)
+    cin = cout
+  return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 1000))
 
 
 def _keras(name, batch_size, image_size, steps, warmup, mode):

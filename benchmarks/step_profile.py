@@ -106,4 +106,6 @@ def main():
 
 
 if __name__ == "__main__":
+  from cnn_flax import hugepages
+  hugepages.reexec()  # the step as train.py runs it (cnn_flax/hugepages.py)
   main()

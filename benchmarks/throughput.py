@@ -28,7 +28,7 @@ if ROOT not in sys.path:
 
 FIELDS = ("model", "mode", "batch_size", "image_size", "dtype", "devices", "images_per_sec", "step_ms",
           "compile_s", "lower_s", "init_s", "process_s", "peak_memory_mb", "memory_source", "model_gflops_per_image",
-          "mfu", "ratio_vs_torch", "ratio_vs_keras", "error")
+          "mfu", "page_faults_per_step", "huge_pages", "ratio_vs_torch", "ratio_vs_keras", "error")
 
 
 def parse_args(argv=None):
@@ -121,4 +121,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  from cnn_flax import hugepages
+  hugepages.reexec()  # the step as train.py runs it (cnn_flax/hugepages.py)
   main()

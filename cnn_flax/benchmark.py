@@ -16,6 +16,13 @@ import sys
 import time
 from typing import Any
 
+from cnn_flax import hugepages
+
+try:
+  import resource
+except ImportError:  # not on Windows
+  resource = None
+
 # Dense bf16 / fp32 peak FLOP/s by device kind (vendor datasheets), for model-FLOPs utilisation.
 PEAK_FLOPS = {"H200": {"bfloat16": 989e12, "float32": 67e12}, "H100": {"bfloat16": 989e12, "float32": 67e12},
               "A100": {"bfloat16": 312e12, "float32": 19.5e12}}
@@ -30,6 +37,11 @@ def _synthetic_batch(batch_size: int, image_shape, num_classes: int, sharding, m
   if mode == "eval":
     batch["mask"] = np.ones((batch_size,), bool)
   return jax.device_put(batch, sharding)
+
+
+def _minor_page_faults() -> int:
+  """The process's page faults served without I/O: first touches of fresh memory (cnn_flax/hugepages.py)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
 
 
 def _memory(compiled) -> tuple[float | None, str]:
@@ -116,11 +128,13 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
     with open(os.path.join(trace_dir, "step.hlo.txt"), "w") as f:
       f.write(compiled.as_text())
     jax.profiler.start_trace(trace_dir)
+  faults_before = _minor_page_faults()
   start = time.perf_counter()
   for _ in range(steps):
     state, out = run(state)
   jax.block_until_ready((state, out))
   elapsed = time.perf_counter() - start
+  faults = _minor_page_faults() - faults_before
   if trace_dir:
     jax.profiler.stop_trace()
 
@@ -136,7 +150,8 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   return {"model": model_name, "mode": mode, "batch_size": batch_size, "image_size": size, "dtype": dtype_name,
           "devices": jax.device_count(), "device_kind": kind, "images_per_sec": round(images_per_sec, 3),
           "step_ms": round(1000 * elapsed / steps, 3), "compile_s": round(compile_s, 2), "lower_s": round(lower_s, 2),
-          "init_s": round(init_s, 2),
+          "init_s": round(init_s, 2), "page_faults_per_step": round(faults / steps),
+          "huge_pages": hugepages.TUNABLE in os.environ.get("GLIBC_TUNABLES", ""),
           "peak_memory_mb": None if memory_mb is None else round(memory_mb, 1), "memory_source": memory_source,
           "model_gflops_per_image": float(f"{flops_per_image / 1e9:.4g}"),  # 4 significant figures: LeNet is 0.0008
           "mfu": None if peak_total is None else float(f"{images_per_sec * flops_per_image / peak_total:.4g}")}
