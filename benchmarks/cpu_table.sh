@@ -2,7 +2,7 @@
 # The CPU figures of benchmarks/README.md, in one sitting (about an hour on a 2-core CPU):
 #   bash benchmarks/cpu_table.sh [PYTHON [SECTION ...]]   # PYTHON: an interpreter with torch/torchvision for the peers
 #   bash benchmarks/cpu_table.sh python3 compile          # one section: peers, fastconv, onednn, onednn_bn,
-#                                                         # memory, compile, bn_sync
+#                                                         # hugepages, memory, compile, bn_sync
 # Rows go to benchmarks/results/<section>.jsonl (a section rewrites its own file only); every figure is one process
 # of benchmarks/throughput.py.
 set -uo pipefail
@@ -44,6 +44,15 @@ if want onednn; then
   for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
     steps=5; [ "$m" = vgg16 ] && steps=3
     CNN_FLAX_ONEDNN=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 >> "$OUT/onednn.jsonl"
+  done
+fi
+
+if want hugepages; then
+  : > "$OUT/hugepages.jsonl"   # malloc with 4 KB pages (CNN_FLAX_HUGE_PAGES=0: no restart), same settings as peers
+  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
+    steps=5; [ "$m" = vgg16 ] && steps=3
+    CNN_FLAX_HUGE_PAGES=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 \
+      >> "$OUT/hugepages.jsonl"
   done
 fi
 
