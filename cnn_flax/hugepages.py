@@ -2,11 +2,12 @@
 
 XLA:CPU allocates a step's temporaries afresh at every execution. glibc serves blocks that large with `mmap` and
 returns them with `munmap`, so every step writes to new memory and the kernel faults it in 4 KB at a time: a
-MobileNet v1 training step at batch 16, 224 px, took about 155,000 page faults (600 MB), most of them in the
-forward pass, whose outputs are the first writes into a fresh buffer (oneDNN's forward BatchNorm ran 2-5x slower
-than its backward on the same shape). With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` malloc asks for transparent
-huge pages on those blocks (`madvise(MADV_HUGEPAGE)`), the kernel faults them in 2 MB at a time, and the faults
-drop about 100-fold; the peak memory does not change. Measured in benchmarks/README.md ("Huge pages").
+MobileNet v1 training step at batch 16, 224 px, took about 165,000 page faults (650 MB). Our reading of where
+they cost: in the forward pass, whose outputs are the first writes into a fresh buffer (oneDNN's forward BatchNorm
+ran 2-5x slower than its backward on the same shape, which writes into pages the forward pass already touched).
+With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` malloc asks for transparent huge pages on those blocks
+(`madvise(MADV_HUGEPAGE)`), the kernel faults them in 2 MB at a time, and the faults drop about 100-fold; the peak
+memory does not change. Measured in benchmarks/README.md (the peers section).
 
 glibc reads its tunables once, when the process starts, so setting the variable from Python is too late: `reexec()`
 sets it and replaces the process with the same command (before JAX or anything heavy is imported; it costs a
