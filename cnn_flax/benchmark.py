@@ -107,7 +107,7 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   init = lambda rng: step_fns.init_state(cfg, image_shape, rng)
   start = time.perf_counter()
   state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, jax.random.key(0)))
-  state = jax.block_until_ready(jax.jit(init, out_shardings=state_sharding)(jax.random.key(0)))
+  state = jax.block_until_ready(step_fns.initialise(init, state_sharding, jax.random.key(0)))
   init_s = time.perf_counter() - start  # the state's shapes, then the jitted initialisation: part of every start
   train, evaluate = step_fns.make_jitted_steps(cfg, state_sharding, sharded, replicated, compute_dtype)
   batch = _synthetic_batch(batch_size, image_shape, num_classes, sharded, mode)

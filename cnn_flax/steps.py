@@ -88,6 +88,18 @@ def init_state(cfg: StepConfig, image_shape: tuple[int, int, int], rng: jax.Arra
   return TrainState(**fields)
 
 
+# The initialisation's compile is mostly its initialisers' random numbers (DenseNet-BC-100: 49,000 HLO lines, 15.5 s
+# cold on a 2-core CPU). LLVM at -O1 compiles it in about half the time and, in every model we compared, to the same
+# bits (benchmarks/README.md, `:digits` presets); -O0 changed them. It runs once per start: speed does not matter.
+_INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 1}}
+
+
+def initialise(init: Callable[[jax.Array], TrainState], state_sharding, rng: jax.Array) -> TrainState:
+  """`jax.jit(init, out_shardings=state_sharding)(rng)`, compiled for a short compile rather than a fast run."""
+  lowered = jax.jit(init, out_shardings=state_sharding).lower(rng)
+  return lowered.compile(compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend()))(rng)
+
+
 def _split_outputs(outputs) -> tuple[jax.Array, tuple[jax.Array, ...]]:
   """Models return logits, or in training a dict {"logits": ..., "aux_logits": (...)}."""
   if isinstance(outputs, dict):

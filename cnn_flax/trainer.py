@@ -121,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpoint.abstract_with_shardings(abstract_state, state_sharding), train_iter, warn)
   if start_step is None:
     start_step = 0
-    state = jax.jit(exp.init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+    state = steps.initialise(exp.init_state, state_sharding, jax.random.key(config.seed))
     if config.init_from:
       state = _start_from_pretrained(state, config.init_from, exp, state_sharding, is_chief)
   if is_chief:

@@ -122,3 +122,24 @@ def test_label_smoothing_mixes_the_target_with_a_uniform_distribution():
   expected = -(0.7 + 0.1) * log_p[0] - 0.1 * log_p[1] - 0.1 * log_p[2]
   assert smoothed == pytest.approx(float(expected), rel=1e-6)
   assert float(steps.cross_entropy(logits, jnp.array([0]), 3)[0]) == pytest.approx(float(-log_p[0]), rel=1e-6)
+
+
+@pytest.mark.parametrize("model_name, size, kwargs", [
+    ("lenet5", 32, {}),
+    ("resnet20", 32, {}),  # He-normal convolutions, BatchNorm
+    ("mobilenet_v1", 32, {"width_multiplier": 0.25}),  # depthwise kernels
+    ("densenet40", 32, {}),  # many small layers: the case the option is for
+    ("googlenet_bn", 64, {}),  # truncated-normal initialisers, auxiliary heads
+])
+def test_the_quickly_compiled_initialisation_gives_the_same_bits(model_name, size, kwargs):
+  from cnn_flax import models, optim, schema
+  model = models.create(model_name, num_classes=10, **kwargs)
+  tx = optim.make_optimizer(schema.base_config(), lambda _: 0.01)
+  cfg = steps.StepConfig(model=model, tx=tx, mean=(0.0,) * 3, std=(1.0,) * 3, num_classes=10)
+  init = functools.partial(steps.init_state, cfg, (size, size, 3))
+  sharding = jax.tree.map(lambda _: parallel.replicated(parallel.make_mesh()), jax.eval_shape(init, jax.random.key(0)))
+  plain = jax.jit(init, out_shardings=sharding)(jax.random.key(3))
+  quick = steps.initialise(init, sharding, jax.random.key(3))
+  assert jax.tree.structure(plain) == jax.tree.structure(quick)
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(quick), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
