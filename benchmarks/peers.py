@@ -97,14 +97,14 @@ def _torch_mobilenet_v1(weights=None):
   del weights
   from torch import nn
 
-  def conv_bn(cin, cout, stride, groups=1):
-    return [nn.Conv2d(cin, cout, 3 if groups > 1 or cin == 3 else 1, stride, 1 if groups > 1 or cin == 3 else 0,
-                      groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+  def conv_bn(cin, cout, kernel, stride, groups=1):
+    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
 
-  layers, cin = conv_bn(3, 32, 2), 32
+  layers, cin = conv_bn(3, 32, 3, 2), 32  # the stem
   for cout, stride in [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2),
                                                                                                      (1024, 1)]:
-    layers += conv_bn(cin, cin, stride, groups=cin) + conv_bn(cin, cout, 1)
+    layers += conv_bn(cin, cin, 3, stride, groups=cin) + conv_bn(cin, cout, 1, 1)  # depthwise 3x3, pointwise 1x1
     cin = cout
   return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 1000))
 

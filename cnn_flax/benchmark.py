@@ -151,7 +151,7 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
           "devices": jax.device_count(), "device_kind": kind, "images_per_sec": round(images_per_sec, 3),
           "step_ms": round(1000 * elapsed / steps, 3), "compile_s": round(compile_s, 2), "lower_s": round(lower_s, 2),
           "init_s": round(init_s, 2), "page_faults_per_step": round(faults / steps),
-          "huge_pages": hugepages.TUNABLE in os.environ.get("GLIBC_TUNABLES", ""),
+          "huge_pages": hugepages.in_effect(),
           "peak_memory_mb": None if memory_mb is None else round(memory_mb, 1), "memory_source": memory_source,
           "model_gflops_per_image": float(f"{flops_per_image / 1e9:.4g}"),  # 4 significant figures: LeNet is 0.0008
           "mfu": None if peak_total is None else float(f"{images_per_sec * flops_per_image / peak_total:.4g}")}

@@ -42,10 +42,21 @@ def _glibc_version() -> tuple[int, ...]:
   return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
 
+def _tunables(environ) -> dict[str, str]:
+  """GLIBC_TUNABLES (`name=value:name=value`) as a dict."""
+  pairs = (item.partition("=") for item in environ.get("GLIBC_TUNABLES", "").split(":") if item)
+  return {name: value for name, _, value in pairs}
+
+
+def in_effect(environ=None) -> bool:
+  """Whether this process's malloc was started with huge pages on (by `reexec` or by the user)."""
+  return _tunables(os.environ if environ is None else environ).get(TUNABLE, "0") != "0"
+
+
 def wanted_tunables(environ, thp_mode: str, glibc: tuple[int, ...]) -> str | None:
   """The GLIBC_TUNABLES value to restart with, or None to leave the process as it is."""
   current = environ.get("GLIBC_TUNABLES", "")
-  if environ.get(SWITCH) == "0" or TUNABLE in current:  # the user's choice (or our own restart) stands
+  if environ.get(SWITCH) == "0" or TUNABLE in _tunables(environ):  # the user's choice (or our restart) stands
     return None
   if glibc < (2, 35) or thp_mode not in ("always", "madvise"):  # the tunable exists from 2.35
     return None

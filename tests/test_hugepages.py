@@ -27,6 +27,14 @@ def test_when_the_tunable_is_wanted(environ, thp_mode, glibc, expected):
   assert hugepages.wanted_tunables(environ, thp_mode, glibc) == expected
 
 
+@pytest.mark.parametrize("tunables, expected", [
+    ("glibc.malloc.hugetlb=1", True), ("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2", True),
+    ("glibc.malloc.hugetlb=0", False),  # named, but off: what benchmark.py reports as `huge_pages`
+    ("glibc.malloc.arena_max=2", False), ("", False)])
+def test_in_effect_reads_the_tunables_value(tunables, expected):
+  assert hugepages.in_effect({"GLIBC_TUNABLES": tunables}) is expected
+
+
 SCRIPT = """
 import os, sys
 print("started", flush=True)
