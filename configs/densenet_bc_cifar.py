@@ -9,7 +9,9 @@ Paper recipe (needs CIFAR-10 prepared, see the README):
 Bundled-data preset:
   python train.py --config configs/densenet_bc_cifar.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 96.90% test accuracy after 3
-  epochs (66 steps), 163 s wall: about 35 images/s, its steps alone 121 s (436 s on the earlier AVX2 CPU).
+  epochs (66 steps), 133-144 s wall, over the 120 s target (436 s on the earlier AVX2 CPU). Of a 143 s run: 98 s
+  of steps (1.0 s each, but every third step 2.4 s on that virtual machine), 21 s compiling the train step and its
+  first step, 9 s the initial state, 8 s three evaluations; benchmarks/README.md has the figures.
 """
 from cnn_flax import recipes, schema
 

@@ -11,7 +11,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset (the auxiliary 5x5/3 pooling on 4a needs >= 80 px; trains googlenet_bn, see get_config):
   python train.py --config configs/googlenet.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): googlenet_bn, 99.15% test
-  accuracy after 4 epochs at 96 px (88 steps), 110-119 s wall (242 s on the earlier AVX2 CPU).
+  accuracy after 4 epochs at 96 px (88 steps), 91-130 s wall (242 s on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
 

@@ -11,7 +11,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset:
   python train.py --config configs/mobilenet_v1.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 98.87% test accuracy after 15
-  epochs at 32 px (330 steps), 35 s wall (68 s and 99.15% on the earlier AVX2 CPU).
+  epochs at 32 px (330 steps), 33-38 s wall (68 s and 99.15% on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
 

@@ -11,7 +11,7 @@ Paper recipe (needs CIFAR-10 prepared, see the README):
 Bundled-data preset, runs on a laptop CPU:
   python train.py --config configs/resnet20_cifar.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 99.15% test accuracy after 15
-  epochs at 32 px (330 steps), 44 s wall (150-179 s and 99.44% on the earlier AVX2 CPU).
+  epochs at 32 px (330 steps), 37-44 s wall (150-179 s and 99.44% on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
 

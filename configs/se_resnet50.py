@@ -8,7 +8,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset:
   python train.py --config configs/se_resnet50.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 91.27% test accuracy after 6
-  epochs at 32 px (132 steps), 70 s wall (still rising: train longer with --config.num_epochs=12; 111-130 s and
+  epochs at 32 px (132 steps), 61-77 s wall (still rising: train longer with --config.num_epochs=12; 111-130 s and
   93.24% on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
