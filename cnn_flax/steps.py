@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from cnn_flax import gcpause
 from cnn_flax.data.augment import DeviceAugment
 
 
@@ -96,8 +97,9 @@ _INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 1}}
 
 def initialise(init: Callable[[jax.Array], TrainState], state_sharding, rng: jax.Array) -> TrainState:
   """`jax.jit(init, out_shardings=state_sharding)(rng)`, compiled for a short compile rather than a fast run."""
-  lowered = jax.jit(init, out_shardings=state_sharding).lower(rng)
-  return lowered.compile(compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend()))(rng)
+  with gcpause.paused():  # tracing and compiling (cnn_flax/gcpause.py)
+    lowered = jax.jit(init, out_shardings=state_sharding).lower(rng)
+    return lowered.compile(compiler_options=_INIT_COMPILER_OPTIONS.get(jax.default_backend()))(rng)
 
 
 def _split_outputs(outputs) -> tuple[jax.Array, tuple[jax.Array, ...]]:
@@ -281,7 +283,8 @@ def make_jitted_steps(cfg: StepConfig, state_sharding, batch_sharding, replicate
                       ten_crop: int = 0) -> tuple[Callable, Callable]:
   """The jitted train and eval steps: batch split over the mesh, state replicated and donated.
 
-  The train step takes a third argument: the on-device training split ({} for the record feed).
+  The train step takes a third argument: the on-device training split ({} for the record feed). Each step's first
+  call, which traces and compiles it, runs with Python's cyclic garbage collector paused (cnn_flax/gcpause.py).
   """
   train = jax.jit(lambda s, b, d: train_step(cfg, s, b, d, dtype),
                   in_shardings=(state_sharding, batch_sharding, replicated),
@@ -290,4 +293,4 @@ def make_jitted_steps(cfg: StepConfig, state_sharding, batch_sharding, replicate
                      in_shardings=(state_sharding, batch_sharding),
                      out_shardings={"loss_sum": replicated, "correct_sum": replicated, "top5_sum": replicated,
                                     "count": replicated, "prediction": batch_sharding})
-  return train, evaluate
+  return gcpause.FirstCallPaused(train), gcpause.FirstCallPaused(evaluate)
