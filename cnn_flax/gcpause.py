@@ -1,15 +1,16 @@
 """Python's cyclic garbage collector paused while JAX traces, lowers and compiles.
 
-Tracing a model allocates hundreds of thousands of Python objects (tracers, jaxpr equations, MLIR handles). Each
-700 allocations start a collection, and every tenth of those walks the older objects, whose number grows with
-the trace, so the collector's share grows with the model: `perf record` of a warm DenseNet-121 start put 11% of
-its samples in the collector (`gc_collect_main`, `visit_decref`, `visit_reachable`). With it paused, a warm start
-of ResNet-50 (224 px, batch 16: the initial state, then the step traced and loaded from the persistent cache) took
-1.88-2.03 s against 2.34 s, and DenseNet-121's step tracing 1.03-1.09 s against 1.48 s (benchmarks/README.md).
+Tracing a model allocates hundreds of thousands of Python objects (tracers, jaxpr equations, MLIR handles).
+CPython collects its youngest objects every 700 net allocations and, less often, the older generations, whose
+walks grow with everything the trace already holds: `perf record` of a warm DenseNet-121 start put 11% of its
+samples in the collector (`gc_collect_main`, `visit_decref`, `visit_reachable`). With it paused, warm starts
+(224 px, batch 16: the initial state, then the step traced and loaded from the persistent cache) took 2.02-2.40 s
+against 2.52-2.58 for ResNet-50 and 1.28-1.30 against 1.57-1.59 for MobileNet v1 (benchmarks/README.md).
 
-The pause covers only those phases (`steps.initialise`, the first call of each jitted step, the benchmark's
-compile), not training: reference counting still frees almost everything at once, and what cycles a trace leaves
-are collected as soon as the collector runs again. A collector already disabled by the caller stays disabled.
+The pause covers only those phases (the state's shapes in `experiment.build`, `steps.initialise`, the first
+call of each jitted step, the benchmark's compile), not training: reference counting still frees almost
+everything at once, and what cycles a trace leaves are collected as soon as the collector runs again. A collector
+already disabled by the caller stays disabled.
 """
 from __future__ import annotations
 

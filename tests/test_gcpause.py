@@ -76,3 +76,19 @@ def test_initialise_traces_with_the_collector_paused():
   replicated = parallel.replicated(parallel.make_mesh())
   out = steps.initialise(init, {"w": replicated}, jax.random.key(0))
   assert out["w"].shape == (3,) and seen == [False] and gc.isenabled()
+
+
+def test_the_state_shapes_are_traced_with_the_collector_paused(monkeypatch):
+  from cnn_flax import experiment, schema
+  seen = []
+  real = steps.init_state
+
+  def recording(*args, **kwargs):
+    seen.append(gc.isenabled())
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(steps, "init_state", recording)
+  config = schema.base_config()
+  config.model.name, config.dataset.name = "lenet5", "digits"
+  experiment.build(config)
+  assert seen == [False] and gc.isenabled()
