@@ -14,46 +14,34 @@ mkdir -p "$OUT"
 tp() { "$PY" benchmarks/throughput.py "$@" 2>/dev/null | tail -1; }
 want() { [ "$SECTIONS" = "  " ] || [[ "$SECTIONS" == *" $1 "* ]]; }
 
+# One row of the 224 px, batch 16 training-step table: 5 timed steps (VGG-16: 3) after one warm-up.
+row224() { local m=$1 steps=5; shift; [ "$m" = vgg16 ] && steps=3
+  tp --model "$m" --batch_size 16 --image_size 224 --steps $steps --warmup 1 "$@"; }
+ZOO6="resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1"
+
 if want peers; then
   : > "$OUT/peers.jsonl"   # cnn_flax against PyTorch and Keras 3 on JAX, 224 px, batch 16, float32, training step
-  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
-    steps=5; [ "$m" = vgg16 ] && steps=3
-    tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 --peer torch --peer keras >> "$OUT/peers.jsonl"
-  done
+  for m in $ZOO6; do row224 $m --peer torch --peer keras >> "$OUT/peers.jsonl"; done
 fi
 
 if want fastconv; then
   : > "$OUT/fastconv.jsonl"   # every CPU fast path off (CNN_FLAX_FAST_CONV=0, oneDNN's too), same settings
-  for m in resnet50 vgg16 densenet121 mobilenet_v1; do
-    steps=5; [ "$m" = vgg16 ] && steps=3
-    CNN_FLAX_FAST_CONV=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 >> "$OUT/fastconv.jsonl"
-  done
+  for m in resnet50 vgg16 densenet121 mobilenet_v1; do CNN_FLAX_FAST_CONV=0 row224 $m >> "$OUT/fastconv.jsonl"; done
 fi
 
 if want onednn_bn; then
   : > "$OUT/onednn_bn.jsonl"   # BatchNorm in XLA, convolutions still in oneDNN (CNN_FLAX_ONEDNN_BATCHNORM=0)
-  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
-    steps=5; [ "$m" = vgg16 ] && steps=3
-    CNN_FLAX_ONEDNN_BATCHNORM=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 \
-      >> "$OUT/onednn_bn.jsonl"
-  done
+  for m in $ZOO6; do CNN_FLAX_ONEDNN_BATCHNORM=0 row224 $m >> "$OUT/onednn_bn.jsonl"; done
 fi
 
 if want onednn; then
   : > "$OUT/onednn.jsonl"   # oneDNN's convolutions off (CNN_FLAX_ONEDNN=0: XLA's paths), same settings as peers
-  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
-    steps=5; [ "$m" = vgg16 ] && steps=3
-    CNN_FLAX_ONEDNN=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 >> "$OUT/onednn.jsonl"
-  done
+  for m in $ZOO6; do CNN_FLAX_ONEDNN=0 row224 $m >> "$OUT/onednn.jsonl"; done
 fi
 
 if want hugepages; then
   : > "$OUT/hugepages.jsonl"   # malloc with 4 KB pages (CNN_FLAX_HUGE_PAGES=0: no restart), same settings as peers
-  for m in resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1; do
-    steps=5; [ "$m" = vgg16 ] && steps=3
-    CNN_FLAX_HUGE_PAGES=0 tp --model $m --batch_size 16 --image_size 224 --steps $steps --warmup 1 \
-      >> "$OUT/hugepages.jsonl"
-  done
+  for m in $ZOO6; do CNN_FLAX_HUGE_PAGES=0 row224 $m >> "$OUT/hugepages.jsonl"; done
 fi
 
 if want memory; then

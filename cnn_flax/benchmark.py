@@ -106,8 +106,7 @@ def measure(model_name: str, *, batch_size: int = 16, image_size: int = 0, num_c
   image_shape = (size, size, channels)
   init = lambda rng: step_fns.init_state(cfg, image_shape, rng)
   start = time.perf_counter()
-  with gcpause.paused():  # as experiment.build: this traces the model, which steps.initialise then reuses
-    state_sharding = jax.tree.map(lambda _: replicated, jax.eval_shape(init, jax.random.key(0)))
+  state_sharding = jax.tree.map(lambda _: replicated, step_fns.state_shapes(init))
   state = jax.block_until_ready(step_fns.initialise(init, state_sharding, jax.random.key(0)))
   init_s = time.perf_counter() - start  # the state's shapes, then the jitted initialisation: part of every start
   train, evaluate = step_fns.make_jitted_steps(cfg, state_sharding, sharded, replicated, compute_dtype)

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from cnn_flax import gcpause, models, optim, schema, steps
+from cnn_flax import models, optim, schema, steps
 from cnn_flax.data import augment, datasets, pipeline, subset
 from cnn_flax.errors import UserError
 
@@ -93,8 +93,7 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Experiment:
   host_augment = pipeline.HostAugment(config.augment.host, tuple(config.augment.area),
                                       tuple(config.augment.aspect), tuple(config.augment.scale))
   init_state = functools.partial(steps.init_state, step_config, dataset.image_shape)
-  with gcpause.paused():  # this traces the model; steps.initialise reuses the trace
-    abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  abstract_state = steps.state_shapes(init_state)
   unknown = sorted(set(config.freeze) - set(abstract_state.params))
   if unknown:
     raise UserError(f"config.freeze names {unknown}, which {config.model.name!r} does not have; its top-level "

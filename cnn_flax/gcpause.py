@@ -7,7 +7,7 @@ samples in the collector (`gc_collect_main`, `visit_decref`, `visit_reachable`).
 (224 px, batch 16: the initial state, then the step traced and loaded from the persistent cache) took 2.02-2.40 s
 against 2.52-2.58 for ResNet-50 and 1.28-1.30 against 1.57-1.59 for MobileNet v1 (benchmarks/README.md).
 
-The pause covers only those phases (the state's shapes in `experiment.build`, `steps.initialise`, the first
+The pause covers only those phases (`steps.state_shapes`, `steps.initialise`, the first
 call of each jitted step, the benchmark's compile), not training: reference counting still frees almost
 everything at once, and what cycles a trace leaves are collected as soon as the collector runs again. A collector
 already disabled by the caller stays disabled.

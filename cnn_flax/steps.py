@@ -95,6 +95,16 @@ def init_state(cfg: StepConfig, image_shape: tuple[int, int, int], rng: jax.Arra
 _INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 1}}
 
 
+def state_shapes(init: Callable[[jax.Array], TrainState]) -> TrainState:
+  """The state's shapes and dtypes, without allocating it.
+
+  This is where the model is traced (`jax.eval_shape` is `jit(init).trace`; `initialise` reuses the trace), so
+  Python's cyclic garbage collector is paused here too (cnn_flax/gcpause.py).
+  """
+  with gcpause.paused():
+    return jax.eval_shape(init, jax.random.key(0))
+
+
 def initialise(init: Callable[[jax.Array], TrainState], state_sharding, rng: jax.Array) -> TrainState:
   """`jax.jit(init, out_shardings=state_sharding)(rng)`, compiled for a short compile rather than a fast run."""
   with gcpause.paused():  # tracing and compiling (cnn_flax/gcpause.py)
