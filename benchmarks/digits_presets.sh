@@ -18,7 +18,8 @@ import datetime, json, os, sys
 row = {"config": sys.argv[1] + ":digits", "date": datetime.date.today().isoformat()}
 if os.path.exists(sys.argv[2]):
   s = json.load(open(sys.argv[2]))
-  row.update(wall_seconds=round(s["wall_seconds"], 1), accuracy=s["eval/accuracy"], steps=s["step"])
+  row.update(wall_seconds=round(s["wall_seconds"], 1), accuracy=s["eval/accuracy"], steps=s["step"],
+             image_size=s["image_shape"][0])
 else:
   row["error"] = "train.py wrote no summary.json: " + (open(sys.argv[3]).read().strip().splitlines() or ["(empty log)"])[-1][:200]
 print(json.dumps(row))

@@ -8,10 +8,10 @@ Paper recipe (needs CIFAR-10 prepared, see the README):
 
 Bundled-data preset:
   python train.py --config configs/densenet_bc_cifar.py:digits
-  Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 96.90% test accuracy after 3
-  epochs (66 steps), 133-144 s wall, over the 120 s target (436 s on the earlier AVX2 CPU). Of a 143 s run: 98 s
-  of steps (1.0 s each, but every third step 2.4 s on that virtual machine), 21 s compiling the train step and its
-  first step, 9 s the initial state, 8 s three evaluations; benchmarks/README.md has the figures.
+  The 8x8 digits upsampled three times, to 24 px (the dense blocks at 24, 12 and 6 px instead of CIFAR's 32, 16
+  and 8): at 32 px the preset took 133-144 s on the 2-core CPU, over the 120 s target, and reached 96.90%.
+  Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 98.03% test accuracy after
+  3 epochs (66 steps), 90-98 s wall in three runs (benchmarks/README.md).
 """
 from cnn_flax import recipes, schema
 
@@ -31,5 +31,5 @@ def get_config(preset: str = ""):
   config.schedule.name, config.schedule.decay_at = "step", (0.5, 0.75)
   config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 100, 3910, 3910  # 5 epochs
   if preset == "digits":
-    recipes.use_bundled_digits(config, image_size=32, num_epochs=3, batch_size=64, learning_rate=0.1)
+    recipes.use_bundled_digits(config, image_size=24, num_epochs=3, batch_size=64, learning_rate=0.1)
   return config
