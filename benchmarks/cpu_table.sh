@@ -22,6 +22,8 @@ ZOO6="resnet50 vgg16 densenet121 resnet18 alexnet mobilenet_v1"
 if want peers; then
   : > "$OUT/peers.jsonl"   # cnn_flax against PyTorch and Keras 3 on JAX, 224 px, batch 16, float32, training step
   for m in $ZOO6; do row224 $m --peer torch --peer keras >> "$OUT/peers.jsonl"; done
+  # The CIFAR DenseNet-BC-100 at its own size and batch (peers.py builds PyTorch's; Keras has none)
+  tp --model densenet_bc_100 --batch_size 64 --image_size 32 --steps 8 --warmup 2 --peer torch >> "$OUT/peers.jsonl"
 fi
 
 if want fastconv; then

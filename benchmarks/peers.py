@@ -18,7 +18,7 @@ TORCHVISION = {"alexnet": "alexnet", "vgg11": "vgg11", "vgg13": "vgg13", "vgg16"
                "vgg11_bn": "vgg11_bn", "vgg16_bn": "vgg16_bn", "googlenet_bn": "googlenet", "resnet18": "resnet18",
                "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101", "resnet152": "resnet152",
                "densenet121": "densenet121", "densenet161": "densenet161", "densenet169": "densenet169",
-               "densenet201": "densenet201", "mobilenet_v1": "mobilenet_v1"}
+               "densenet201": "densenet201", "mobilenet_v1": "mobilenet_v1", "densenet_bc_100": "densenet_bc_100"}
 KERAS = {"vgg16": "VGG16", "vgg19": "VGG19", "resnet50": "ResNet50", "resnet101": "ResNet101",
          "resnet152": "ResNet152", "densenet121": "DenseNet121", "densenet169": "DenseNet169",
          "densenet201": "DenseNet201", "mobilenet_v1": "MobileNet"}
@@ -70,10 +70,12 @@ def _torch(name, batch_size, image_size, steps, warmup, mode):
   import torch
   import torchvision
   kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-  build = _torch_mobilenet_v1 if name == "mobilenet_v1" else getattr(torchvision.models, name)
+  build = {"mobilenet_v1": _torch_mobilenet_v1, "densenet_bc_100": _torch_densenet_bc_100}.get(
+      name, getattr(torchvision.models, name, None))
   net = build(weights=None, **kwargs).to(memory_format=torch.channels_last)
   x = torch.randn(batch_size, 3, image_size, image_size).to(memory_format=torch.channels_last)
-  y = torch.randint(0, 1000, (batch_size,))
+  classes = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1].out_features  # 10 for CIFAR's
+  y = torch.randint(0, classes, (batch_size,))
   opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
   loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -107,6 +109,20 @@ def _torch_mobilenet_v1(weights=None):
     layers += conv_bn(cin, cin, 3, stride, groups=cin) + conv_bn(cin, cout, 1, 1)  # depthwise 3x3, pointwise 1x1
     cin = cout
   return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 1000))
+
+
+def _torch_densenet_bc_100(weights=None):
+  """CIFAR DenseNet-BC (L=100, k=12; Huang et al. 2017, 0.77M parameters, as cnn_flax's `densenet_bc_100`):
+  torchvision's DenseNet with three 16-layer blocks and its ImageNet stem (7x7/2 conv, BN, ReLU, max-pool)
+  replaced by the paper's single 3x3 conv to 2k maps."""
+  del weights
+  import torchvision
+  from torch import nn
+  net = torchvision.models.DenseNet(growth_rate=12, block_config=(16, 16, 16), num_init_features=24, bn_size=4,
+                                    num_classes=10)
+  net.features.conv0 = nn.Conv2d(3, 24, 3, 1, 1, bias=False)
+  del net.features.norm0, net.features.relu0, net.features.pool0
+  return net
 
 
 def _keras(name, batch_size, image_size, steps, warmup, mode):

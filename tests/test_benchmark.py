@@ -43,6 +43,20 @@ def test_the_command_line_ends_with_one_json_line():
   assert "images_per_sec" in row["peer_torch"] or "skipped" in row["peer_torch"]  # torch is optional
 
 
+@pytest.mark.parametrize("model", ["mobilenet_v1", "densenet_bc_100"])
+def test_the_torch_peers_built_here_are_the_same_size_as_ours(model):
+  """torchvision has neither MobileNet v1 nor the CIFAR DenseNet-BC: benchmarks/peers.py builds them, and a ratio
+  against them means something only if they are the same networks (parameter count, classes)."""
+  torch = pytest.importorskip("torch")
+  pytest.importorskip("torchvision")
+  from benchmarks import peers
+  net = {"mobilenet_v1": peers._torch_mobilenet_v1, "densenet_bc_100": peers._torch_densenet_bc_100}[model]()
+  classes = 10 if model == "densenet_bc_100" else 1000
+  assert sum(p.numel() for p in net.parameters()) == summary.model_stats(model, num_classes=classes)["params"]
+  size = 32 if model == "densenet_bc_100" else 224
+  assert net.eval()(torch.zeros(1, 3, size, size)).shape == (1, classes)
+
+
 def test_the_scanned_resnet_of_the_scan_experiment_is_the_same_network():
   """benchmarks/scan_blocks.py compares a scanned ResNet with the registered one; the comparison means something
   only if the scanned variant has the same variables and computes the same outputs and statistics."""
