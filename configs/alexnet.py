@@ -10,7 +10,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset (AlexNet's stride-4 stem needs >= 63 px):
   python train.py --config configs/alexnet.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 98.87% test accuracy after 15
-  epochs at 64 px (330 steps), 34-37 s wall (82-91 s on the earlier AVX2 CPU, 98.59%).
+  epochs at 64 px (330 steps), 31-37 s wall (82-91 s on the earlier AVX2 CPU, 98.59%).
 """
 from cnn_flax import recipes, schema
 

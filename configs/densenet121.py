@@ -8,7 +8,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset:
   python train.py --config configs/densenet121.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 94.37% test accuracy after 3
-  epochs at 32 px (66 steps), 44-75 s wall (117-139 s and 96.62% on the earlier AVX2 CPU, Flax's BatchNorm).
+  epochs at 32 px (66 steps), 43-75 s wall (117-139 s and 96.62% on the earlier AVX2 CPU, Flax's BatchNorm).
 """
 from cnn_flax import recipes, schema
 

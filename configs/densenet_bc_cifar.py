@@ -11,7 +11,7 @@ Bundled-data preset:
   The 8x8 digits upsampled three times, to 24 px (the dense blocks at 24, 12 and 6 px instead of CIFAR's 32, 16
   and 8): at 32 px the preset took 133-144 s on the 2-core CPU, over the 120 s target, and reached 96.90%.
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 98.03% test accuracy after
-  3 epochs (66 steps), 90-98 s wall in three runs (benchmarks/README.md).
+  3 epochs (66 steps), 90-98 s wall in four runs (benchmarks/README.md).
 """
 from cnn_flax import recipes, schema
 

@@ -10,7 +10,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset:
   python train.py --config configs/resnet50.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 95.77% test accuracy after 6
-  epochs at 32 px (132 steps), 56-71 s wall (100-114 s on the earlier AVX2 CPU).
+  epochs at 32 px (132 steps), 55-71 s wall (100-114 s on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
 

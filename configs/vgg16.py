@@ -11,7 +11,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset (VGG's five poolings need >= 32 px; trains vgg16_bn, see get_config):
   python train.py --config configs/vgg16.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): vgg16_bn, 98.59% test accuracy
-  after 4 epochs (88 steps), 52-55 s wall (161 s on the earlier AVX2 CPU).
+  after 4 epochs (88 steps), 51-55 s wall (161 s on the earlier AVX2 CPU).
 """
 from cnn_flax import recipes, schema
 

@@ -7,7 +7,7 @@ Paper recipe (needs ImageNet prepared, see the README):
 Bundled-data preset (trains vgg19_bn, as configs/vgg16.py explains):
   python train.py --config configs/vgg19.py:digits
   Expected (measured here, 2-core CPU with AVX-512, 2026-12-02, cold compilation cache): 96.62% test accuracy after 4
-  epochs (88 steps), 63-67 s wall (222 s and 92.39% on the earlier AVX2 CPU).
+  epochs (88 steps), 60-67 s wall (222 s and 92.39% on the earlier AVX2 CPU).
 """
 from configs import vgg16
 
