@@ -70,8 +70,7 @@ def _torch(name, batch_size, image_size, steps, warmup, mode):
   import torch
   import torchvision
   kwargs = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
-  build = {"mobilenet_v1": _torch_mobilenet_v1, "densenet_bc_100": _torch_densenet_bc_100}.get(
-      name, getattr(torchvision.models, name, None))
+  build = BUILT_HERE.get(name) or getattr(torchvision.models, name)
   net = build(weights=None, **kwargs).to(memory_format=torch.channels_last)
   x = torch.randn(batch_size, 3, image_size, image_size).to(memory_format=torch.channels_last)
   classes = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1].out_features  # 10 for CIFAR's
@@ -123,6 +122,10 @@ def _torch_densenet_bc_100(weights=None):
   net.features.conv0 = nn.Conv2d(3, 24, 3, 1, 1, bias=False)
   del net.features.norm0, net.features.relu0, net.features.pool0
   return net
+
+
+# The peers torchvision does not have, built here to the same architecture as ours.
+BUILT_HERE = {"mobilenet_v1": _torch_mobilenet_v1, "densenet_bc_100": _torch_densenet_bc_100}
 
 
 def _keras(name, batch_size, image_size, steps, warmup, mode):

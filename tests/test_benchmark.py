@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_flax import benchmark, summary
+from benchmarks import peers
+from cnn_flax import benchmark, models, summary
 from tests.conftest import run_script
 
 CONTRACT = ("model", "mode", "batch_size", "image_size", "dtype", "devices", "images_per_sec", "step_ms", "compile_s",
@@ -43,18 +44,17 @@ def test_the_command_line_ends_with_one_json_line():
   assert "images_per_sec" in row["peer_torch"] or "skipped" in row["peer_torch"]  # torch is optional
 
 
-@pytest.mark.parametrize("model", ["mobilenet_v1", "densenet_bc_100"])
+@pytest.mark.parametrize("model", sorted(peers.BUILT_HERE))
 def test_the_torch_peers_built_here_are_the_same_size_as_ours(model):
   """torchvision has neither MobileNet v1 nor the CIFAR DenseNet-BC: benchmarks/peers.py builds them, and a ratio
   against them means something only if they are the same networks (parameter count, classes)."""
   torch = pytest.importorskip("torch")
   pytest.importorskip("torchvision")
-  from benchmarks import peers
-  net = {"mobilenet_v1": peers._torch_mobilenet_v1, "densenet_bc_100": peers._torch_densenet_bc_100}[model]()
-  classes = 10 if model == "densenet_bc_100" else 1000
+  net = peers.BUILT_HERE[model]()
+  info = models.info(model)
+  classes = summary.default_num_classes(info)  # what benchmark.measure times: 10 for the 32 px models
   assert sum(p.numel() for p in net.parameters()) == summary.model_stats(model, num_classes=classes)["params"]
-  size = 32 if model == "densenet_bc_100" else 224
-  assert net.eval()(torch.zeros(1, 3, size, size)).shape == (1, classes)
+  assert net.eval()(torch.zeros(1, 3, info.input_size, info.input_size)).shape == (1, classes)
 
 
 def test_the_scanned_resnet_of_the_scan_experiment_is_the_same_network():
